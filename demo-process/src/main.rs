@@ -79,9 +79,13 @@ fn try_main() -> io::Result<()> {
     let mut p = Process::new(sleeper, 60.0);
     p.start()?;
     let timeout = demo::scaled(0.5);
-    let done = p.join_timeout(timeout)?;
+    p.join_timeout(timeout)?;
     let alive = p.is_alive()?;
-    say!("{} sleeps 60 s; join_timeout(0.5 s) returns {}, is_alive {alive}", p.name(), if done.is_none() { "None" } else { "early" });
+    say!(
+        "{} sleeps 60 s; after join_timeout(0.5 s), exitcode {:?}, is_alive {alive}",
+        p.name(),
+        p.exitcode()
+    );
     p.terminate()?;
     let code = p.join()?;
     say!("terminate(): {} exitcode {code} (minus SIGTERM)", p.name());
@@ -89,6 +93,9 @@ fn try_main() -> io::Result<()> {
     let mut p = Process::new(crash, ());
     p.start()?;
     let code = p.join()?;
-    say!("{} panicked: exitcode {code}, its message is on stderr", p.name());
+    say!(
+        "{} panicked: exitcode {code}, its message is on stderr",
+        p.name()
+    );
     Ok(())
 }

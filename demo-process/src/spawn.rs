@@ -27,7 +27,10 @@ pub struct Target<A> {
 /// `target!(f)`: the function `f` with its own name, so that the name cannot be misspelt.
 macro_rules! target {
     ($f:ident) => {
-        $crate::spawn::Target { name: stringify!($f), run: $f }
+        $crate::spawn::Target {
+            name: stringify!($f),
+            run: $f,
+        }
     };
 }
 pub(crate) use target;
@@ -63,7 +66,9 @@ impl Process {
 /// (0, or 1 if the target panicked); in any other run it returns at once.
 pub fn run_if_spawned(targets: &[&dyn Spawnable]) {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [flag, name, json] = args.as_slice() else { return };
+    let [flag, name, json] = args.as_slice() else {
+        return;
+    };
     if flag != SPAWNED {
         return;
     }

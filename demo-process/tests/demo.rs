@@ -1,0 +1,181 @@
+//! Runs the demo binary and checks what only the outside can see: which pids printed what,
+//! bad input, and that no child outlives a killed parent.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn demo() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_demo-process"));
+    command
+        .env("RUST_BACKTRACE", "0")
+        .env("DEMO_TIME_SCALE", "0.05")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    let mut child = Guard(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // `wait_with_output` needs the child by value; the guard's kill covers a panic before it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not end within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stdout = std::io::read_to_string(child.0.stdout.take().unwrap()).unwrap();
+    let stderr = std::io::read_to_string(child.0.stderr.take().unwrap()).unwrap();
+    Output {
+        status: child.0.wait().unwrap(),
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+    }
+}
+
+/// Kills the demo if a test fails before it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pid_of(line: &str) -> u32 {
+    line.strip_prefix("[pid ")
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn hello_john_comes_from_a_child_under_fork_and_spawn() {
+    let out = run(&mut demo());
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let parent = pid_of(lines[0]);
+    let hellos: Vec<u32> = lines
+        .iter()
+        .filter(|l| l.ends_with("] hello john"))
+        .map(|l| pid_of(l))
+        .collect();
+    assert_eq!(hellos.len(), 2, "{stdout}");
+    assert!(hellos.iter().all(|&p| p != parent), "{stdout}");
+    assert_ne!(hellos[0], hellos[1]);
+    // The parent names each child's pid, and it is the one that said hello.
+    for pid in hellos {
+        assert!(stdout.contains(&format!("with pid {pid}\n")), "{stdout}");
+    }
+    // The panicking child's message reaches stderr.
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("a target that panics")
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_2() {
+    for (env, arg) in [
+        ("abc", None),
+        ("0", None),
+        ("-1", None),
+        ("1", Some("--bogus")),
+    ] {
+        let out = run(demo().env("DEMO_TIME_SCALE", env).args(arg));
+        assert_eq!(out.status.code(), Some(2), "{env} {arg:?}");
+        assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
+        assert!(out.stdout.is_empty());
+    }
+    let help = run(demo().arg("--help"));
+    assert!(help.status.success());
+    assert!(
+        String::from_utf8(help.stdout)
+            .unwrap()
+            .starts_with("Usage: demo-process")
+    );
+}
+
+/// The pids whose parent is `parent`, from /proc.
+fn children(parent: u32) -> Vec<u32> {
+    let path = format!("/proc/{parent}/task/{parent}/children");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect()
+}
+
+/// Whether `pid` is gone or a zombie, that is, no longer running.
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with('Z'),
+    }
+}
+
+fn no_child_outlives_a_parent_killed_by(signal: Signal) {
+    // Scaled up, the demo's long-sleeping child (Process-3) stays up until we act.
+    let mut command = demo();
+    command
+        .env("DEMO_TIME_SCALE", "1000")
+        .stdout(Stdio::piped());
+    let mut parent = Guard(command.spawn().unwrap());
+    let pid = parent.0.id();
+    let mut lines = BufReader::new(parent.0.stdout.take().unwrap()).lines();
+    // After the spawn part, the next child the parent starts is the sleeper.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("joined Process-2") {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sleeper = loop {
+        if let Some(&child) = children(pid).first() {
+            break child;
+        }
+        assert!(Instant::now() < deadline, "the demo started no child");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    kill(Pid::from_raw(pid as i32), signal).unwrap();
+    parent.0.wait().unwrap();
+    // The kernel delivers the death signal as the parent exits; the child needs a moment to go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ended(sleeper) {
+        assert!(
+            Instant::now() < deadline,
+            "child {sleeper} outlived its parent"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn no_child_outlives_a_parent_killed_by_sigkill() {
+    no_child_outlives_a_parent_killed_by(Signal::SIGKILL);
+}
+
+#[test]
+fn no_child_outlives_a_parent_killed_by_sigterm() {
+    no_child_outlives_a_parent_killed_by(Signal::SIGTERM);
+}

@@ -1,0 +1,152 @@
+//! Checks that keep the demo crates alike and each one copyable on its own.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::demos::{self, root};
+
+/// A manifest as `section -> key -> value`, enough for the checks below.
+fn manifest(name: &str) -> BTreeMap<String, BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(root().join(name).join("Cargo.toml")).unwrap();
+    let mut sections: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+        } else if let Some((key, value)) = line.split_once('=') {
+            sections
+                .entry(section.clone())
+                .or_default()
+                .insert(key.trim().into(), value.trim().into());
+        }
+    }
+    sections
+}
+
+/// The version a dependency line asks for: `"1"` or `{ version = "1", … }`.
+fn version(value: &str) -> &str {
+    let value = value
+        .split("version")
+        .nth(1)
+        .map_or(value, |v| v.trim_start_matches([' ', '=']));
+    value.split('"').nth(1).unwrap_or(value)
+}
+
+#[test]
+fn demo_manifests_agree_and_stand_alone() {
+    let names = demos::discover().unwrap();
+    let first = manifest(&names[0]);
+    let mut versions: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for name in &names {
+        let m = manifest(name);
+        for key in ["edition", "rust-version", "license"] {
+            assert_eq!(
+                m["package"].get(key),
+                first["package"].get(key),
+                "{name}: package.{key}"
+            );
+        }
+        for (section, entries) in m.iter().filter(|(s, _)| s.starts_with("lints")) {
+            assert_eq!(
+                Some(entries),
+                first.get(section),
+                "{name}: [{section}] differs from {}",
+                names[0]
+            );
+        }
+        assert_eq!(
+            m.keys().filter(|s| s.starts_with("lints")).count(),
+            first.keys().filter(|s| s.starts_with("lints")).count()
+        );
+        for section in ["dependencies", "dev-dependencies"] {
+            for (dep, value) in m.get(section).into_iter().flatten() {
+                assert!(
+                    !value.contains("workspace") && !value.contains("path"),
+                    "{name}: {dep} must be a plain registry dependency"
+                );
+                let v = version(value).to_string();
+                let (seen, seen_in) = versions
+                    .entry(dep.clone())
+                    .or_insert((v.clone(), name.clone()));
+                assert_eq!(&v, seen, "{name} asks for {dep} {v}, {seen_in} for {seen}");
+            }
+        }
+    }
+}
+
+#[test]
+fn shared_files_are_identical_in_every_demo() {
+    for file in ["src/demo.rs", "src/process.rs"] {
+        let original = std::fs::read_to_string(root().join("demo-process").join(file)).unwrap();
+        for name in demos::discover().unwrap() {
+            let path = root().join(&name).join(file);
+            if file == "src/demo.rs" || path.exists() {
+                let copy = std::fs::read_to_string(&path).unwrap_or_default();
+                assert!(
+                    copy == original,
+                    "{name}/{file} differs from demo-process/{file}: copy it again"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_demo_has_its_files_and_a_row_in_the_readme() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for name in demos::discover().unwrap() {
+        for file in ["README.md", "expected-output.txt", "src/main.rs"] {
+            assert!(
+                root().join(&name).join(file).is_file(),
+                "{name}/{file} is missing"
+            );
+        }
+        assert!(
+            readme.contains(&format!("cargo run -p {name}")),
+            "README.md has no row for {name}"
+        );
+    }
+}
+
+/// `cp -r demo-x elsewhere && cargo build` works: each crate is copied alone, with the
+/// workspace's Cargo.lock, into an empty folder and built offline there.
+#[test]
+fn every_demo_builds_when_copied_out() {
+    let out = std::env::temp_dir().join(format!("copy-out-{}", std::process::id()));
+    for name in demos::discover().unwrap() {
+        let dir = out.join(&name);
+        copy_dir(&root().join(&name), &dir);
+        std::fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+        let status = demos::cargo()
+            .current_dir(&dir)
+            .args(["build", "--offline", "--quiet"])
+            .env("CARGO_TARGET_DIR", root().join("target").join("copy-out"))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{name} does not build alone in {}",
+            dir.display()
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (path, name) = (entry.path(), entry.file_name());
+        if path.is_dir() {
+            if name != "target" {
+                copy_dir(&path, &to.join(name));
+            }
+        } else {
+            std::fs::copy(&path, to.join(name)).unwrap();
+        }
+    }
+}
