@@ -72,6 +72,33 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+impl Default for Outcome {
+    /// An empty run that succeeded, to `append` runs to.
+    fn default() -> Outcome {
+        let status = Some(ExitStatus::default());
+        Outcome {
+            stdout: String::new(),
+            stderr: String::new(),
+            status,
+            left_behind: false,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+impl Outcome {
+    /// Adds a run that followed this one: its output, its time, and its failure if it failed.
+    pub fn append(&mut self, next: Outcome) {
+        self.stdout += &next.stdout;
+        self.stderr += &next.stderr;
+        if !next.status.is_some_and(|s| s.success()) {
+            self.status = next.status;
+        }
+        self.left_behind |= next.left_behind;
+        self.elapsed += next.elapsed;
+    }
+}
+
 /// Runs `command` in a process group of its own, for at most `limit`. Whatever of the group
 /// is still there at the end (the demo itself when over time, or children it left) is killed.
 pub fn run(mut command: Command, limit: Duration) -> io::Result<Outcome> {

@@ -2,6 +2,8 @@
 //!
 //! Run with: `cargo xtask help`
 
+mod bench;
+mod compare;
 mod demos;
 mod expect;
 #[cfg(test)]
@@ -19,6 +21,11 @@ Tasks:
                        its stdout against the crate's expected-output.txt
   run NAME [--bless]   the same for one demo (NAME: demo-pool or pool)
   list                 the demos run-all finds
+  compare SECTION      run the section's Python reference and its Rust demo, show their output
+                       side by side, and check both against expected-output.txt (SECTION: a
+                       crate, demo-pool, or its short name, pool); compare --all: every section
+  bench [--quick]      measure each primitive, ours against Python and the OS limit, in one
+                       run; print the table, write target/bench/results.json and chart.svg
 
 --bless rewrites the expected-output.txt of each demo whose output does not match, from this
 run's output with pids replaced by [..]; edit what else varies (times, order) by hand.
@@ -68,6 +75,16 @@ fn try_main() -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        ["compare", "--all"] => Ok(ok(compare::compare(
+            &demos::discover().map_err(|e| e.to_string())?,
+            &[],
+            true,
+        )?)),
+        ["compare", section] if !section.starts_with('-') => {
+            Ok(ok(compare::compare(&[demo_name(section)?], &[], true)?))
+        }
+        ["bench"] => Ok(ok(bench::bench(false)?)),
+        ["bench", "--quick"] => Ok(ok(bench::bench(true)?)),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -201,6 +218,16 @@ mod tests {
         let names = demos::discover().unwrap();
         assert!(!names.is_empty());
         assert!(run_all(&names, false, &[("DEMO_TIME_SCALE", "0.05")]).unwrap());
+    }
+
+    #[test]
+    fn python_and_rust_agree_for_every_section() {
+        if !compare::python_available() {
+            println!("skipped: python3 is not on this machine");
+            return;
+        }
+        let names = demos::discover().unwrap();
+        assert!(compare::compare(&names, &[("DEMO_TIME_SCALE", "0.05")], false).unwrap());
     }
 
     #[test]

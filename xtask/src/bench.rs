@@ -1,0 +1,393 @@
+//! `cargo xtask bench`: each primitive measured in one run, ours (the crate's own API, release
+//! build) beside the Python original and the bare OS mechanism.
+//!
+//! Each demo crate measures itself: `examples/bench.rs` for ours and the limit,
+//! `python/bench.py` for Python. Both print lines `bench<TAB>id<TAB>who<TAB>median<TAB>unit`;
+//! this task runs them, then prints the table and writes `target/bench/results.json` and
+//! `target/bench/chart.svg`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+
+use crate::compare::python_available;
+use crate::demos;
+
+/// The primitives in the order of the note, with what each figure measures.
+const PRIMITIVES: &[(&str, &str)] = &[
+    ("process.fork", "process start+join, fork"),
+    ("process.spawn", "process start+join, spawn"),
+    ("pipe.roundtrip", "pipe round trip, [42, None, 'hello']"),
+    ("pipe.1mib", "pipe, 1 MiB messages"),
+    ("queue.processes", "queue, process to process"),
+    (
+        "lock.uncontended",
+        "process lock, uncontended acquire+release",
+    ),
+    ("lock.4x10000", "4 processes x 10,000 locked increments"),
+    ("pool.apply_async", "pool apply_async+get, tiny tasks"),
+    ("pool.map", "pool map, tiny items"),
+    ("pool.create_join", "Pool(4) create+close+join"),
+    ("thread.start_join", "thread start+join"),
+    ("queue.threads", "queue.Queue between 2 threads"),
+    ("threadpool.map", "thread pool map, no-op items"),
+];
+
+/// One figure: who measured (`ours`, `python`, `limit`, or an extra such as `flock`) and what.
+struct Figure {
+    who: String,
+    value: f64,
+    unit: String,
+}
+
+/// One row of the table: a primitive, or an extra figure of one.
+pub struct Row {
+    pub name: String,
+    pub unit: String,
+    pub ours: Option<f64>,
+    pub python: Option<f64>,
+    pub limit: Option<f64>,
+}
+
+impl Row {
+    /// Rates (per second) are better higher; times are better lower.
+    fn higher_is_better(&self) -> bool {
+        self.unit.ends_with("/s")
+    }
+
+    /// How many times better ours is than `other` (above 1: ours wins).
+    fn better_than(&self, other: Option<f64>) -> Option<f64> {
+        let (ours, other) = (self.ours?, other?);
+        Some(if self.higher_is_better() {
+            ours / other
+        } else {
+            other / ours
+        })
+    }
+}
+
+pub fn bench(quick: bool) -> Result<bool, String> {
+    let names: Vec<String> = demos::discover()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|n| demos::root().join(n).join("examples/bench.rs").is_file())
+        .collect();
+    let python = python_available();
+    if !python {
+        eprintln!("python3 is not on this machine: the Python column stays empty");
+    }
+    let mut figures: BTreeMap<String, Vec<Figure>> = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        eprintln!(
+            "[{}/{}] measuring {name}: Rust (release build)",
+            i + 1,
+            names.len()
+        );
+        let mut rust = demos::cargo();
+        rust.current_dir(demos::root()).args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            name,
+            "--example",
+            "bench",
+        ]);
+        collect(rust, quick, &mut figures)?;
+        let script = demos::root().join(name).join("python/bench.py");
+        if python && script.is_file() {
+            eprintln!("[{}/{}] measuring {name}: Python", i + 1, names.len());
+            let mut py = Command::new("python3");
+            py.arg(script);
+            collect(py, quick, &mut figures)?;
+        }
+    }
+    let rows = rows(figures);
+    print!("{}", table(&rows));
+    let dir = demos::root().join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("results.json"), json(&rows)).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("chart.svg"), chart(&rows)).map_err(|e| e.to_string())?;
+    println!("\nwrote target/bench/results.json and target/bench/chart.svg");
+    Ok(true)
+}
+
+/// Runs one measuring program and keeps its `bench` lines.
+fn collect(
+    mut command: Command,
+    quick: bool,
+    figures: &mut BTreeMap<String, Vec<Figure>>,
+) -> Result<(), String> {
+    if quick {
+        command.env("BENCH_QUICK", "1");
+    }
+    let output = command.output().map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!(
+            "{command:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        if let ["bench", id, who, value, unit] = line.split('\t').collect::<Vec<_>>()[..] {
+            let value = value
+                .parse()
+                .map_err(|_| format!("bad figure in {line:?}"))?;
+            figures.entry(id.into()).or_default().push(Figure {
+                who: who.into(),
+                value,
+                unit: unit.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The table's rows: the known primitives in the note's order, then any others; each
+/// primitive's extra figures as rows of their own just below it.
+fn rows(mut figures: BTreeMap<String, Vec<Figure>>) -> Vec<Row> {
+    let mut ids: Vec<String> = PRIMITIVES.iter().map(|(id, _)| id.to_string()).collect();
+    ids.extend(
+        figures
+            .keys()
+            .filter(|k| !PRIMITIVES.iter().any(|(id, _)| id == k))
+            .cloned(),
+    );
+    let mut rows = Vec::new();
+    for id in ids {
+        let Some(list) = figures.remove(&id) else {
+            continue;
+        };
+        let name = PRIMITIVES
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map_or(id.clone(), |(_, n)| n.to_string());
+        let get = |who: &str| list.iter().find(|f| f.who == who).map(|f| f.value);
+        let unit = list[0].unit.clone();
+        rows.push(Row {
+            name: name.clone(),
+            unit: unit.clone(),
+            ours: get("ours"),
+            python: get("python"),
+            limit: get("limit"),
+        });
+        for extra in list
+            .iter()
+            .filter(|f| !["ours", "python", "limit"].contains(&f.who.as_str()))
+        {
+            let name = format!("{name}: {}", extra.who);
+            rows.push(Row {
+                name,
+                unit: extra.unit.clone(),
+                ours: Some(extra.value),
+                python: None,
+                limit: None,
+            });
+        }
+    }
+    rows
+}
+
+fn show(value: Option<f64>, unit: &str) -> String {
+    match value {
+        None => "-".into(),
+        Some(v) if v >= 1e6 => format!("{:.2} M {unit}", v / 1e6),
+        Some(v) if v >= 1e4 => format!("{:.0} k {unit}", v / 1e3),
+        Some(v) if v >= 100.0 => format!("{v:.0} {unit}"),
+        Some(v) if v >= 10.0 => format!("{v:.1} {unit}"),
+        Some(v) => format!("{v:.2} {unit}"),
+    }
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}x"))
+}
+
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let header = (
+        "primitive",
+        "ours",
+        "Python",
+        "limit",
+        "ours vs Python",
+        "ours vs limit",
+    );
+    writeln!(
+        out,
+        "{:<46} {:>14} {:>14} {:>14} {:>15} {:>14}",
+        header.0, header.1, header.2, header.3, header.4, header.5
+    )
+    .unwrap();
+    for r in rows {
+        writeln!(
+            out,
+            "{:<46} {:>14} {:>14} {:>14} {:>15} {:>14}",
+            r.name,
+            show(r.ours, &r.unit),
+            show(r.python, &r.unit),
+            show(r.limit, &r.unit),
+            ratio(r.better_than(r.python)),
+            ratio(r.better_than(r.limit)),
+        )
+        .unwrap();
+    }
+    out += "(ratios: how many times better ours is; above 1 ours wins, below 1 it loses)\n";
+    out
+}
+
+fn json(rows: &[Row]) -> String {
+    let number = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v}"));
+    let text = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let objects: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "  {{\"name\": {}, \"unit\": {}, \"ours\": {}, \"python\": {}, \"limit\": {}, \"better\": \"{}\"}}",
+                text(&r.name),
+                text(&r.unit),
+                number(r.ours),
+                number(r.python),
+                number(r.limit),
+                if r.higher_is_better() { "higher" } else { "lower" }
+            )
+        })
+        .collect();
+    format!("[\n{}\n]\n", objects.join(",\n"))
+}
+
+/// Seconds per operation, so that every figure fits one log axis: times as they are, rates
+/// inverted, and GB/s as the time to move one 1 MiB message.
+fn seconds(value: f64, unit: &str) -> f64 {
+    match unit {
+        "ns" => value * 1e-9,
+        "us" => value * 1e-6,
+        "ms" => value * 1e-3,
+        "s" => value,
+        "GB/s" => (1 << 20) as f64 / (value * 1e9),
+        _ => 1.0 / value,
+    }
+}
+
+/// A bar chart: per primitive, ours, Python and the limit, as time per operation on a log axis.
+pub fn chart(rows: &[Row]) -> String {
+    let (label_w, plot_w, bar_h, row_h, top) = (330.0, 520.0, 11.0, 46.0, 70.0);
+    let all: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| {
+            [r.ours, r.python, r.limit]
+                .into_iter()
+                .flatten()
+                .map(|v| seconds(v, &r.unit))
+        })
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .collect();
+    let lo = all
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .log10()
+        .floor();
+    let hi = all
+        .iter()
+        .copied()
+        .fold(f64::NEG_INFINITY, f64::max)
+        .log10()
+        .ceil()
+        .max(lo + 1.0);
+    let x = |s: f64| label_w + (s.log10() - lo) / (hi - lo) * plot_w;
+    let height = top + row_h * rows.len() as f64 + 30.0;
+    let width = label_w + plot_w + 120.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"15\">Time per operation, log scale: shorter is better</text>\n"
+    );
+    let series = [
+        ("ours (Rust)", "#c2410c"),
+        ("Python", "#3572a5"),
+        ("OS limit", "#9ca3af"),
+    ];
+    for (i, (label, color)) in series.iter().enumerate() {
+        let lx = label_w + i as f64 * 130.0;
+        writeln!(svg, "<rect x=\"{lx}\" y=\"32\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"43\">{label}</text>", lx + 16.0).unwrap();
+    }
+    let units = [
+        "1 ns", "10 ns", "100 ns", "1 µs", "10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s",
+        "10 s",
+    ];
+    for decade in lo as i32..=hi as i32 {
+        let gx = x(10f64.powi(decade));
+        let label = units.get((decade + 9) as usize).copied().unwrap_or("");
+        writeln!(svg, "<line x1=\"{gx}\" y1=\"{}\" x2=\"{gx}\" y2=\"{}\" stroke=\"#e5e7eb\"/><text x=\"{gx}\" y=\"{}\" text-anchor=\"middle\" fill=\"#6b7280\">{label}</text>", top - 8.0, height - 25.0, height - 10.0).unwrap();
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let y = top + i as f64 * row_h;
+        let name = r.name.replace('&', "&amp;").replace('<', "&lt;");
+        writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{name}</text>",
+            label_w - 10.0,
+            y + 20.0
+        )
+        .unwrap();
+        for (j, (value, (_, color))) in [r.ours, r.python, r.limit]
+            .into_iter()
+            .zip(series)
+            .enumerate()
+        {
+            let Some(v) = value else { continue };
+            let by = y + j as f64 * (bar_h + 2.0);
+            let bx = x(seconds(v, &r.unit)).max(label_w + 1.0);
+            writeln!(svg, "<rect x=\"{label_w}\" y=\"{by}\" width=\"{}\" height=\"{bar_h}\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>", bx - label_w, bx + 4.0, by + 9.5, show(Some(v), &r.unit)).unwrap();
+        }
+    }
+    svg += "</svg>\n";
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(lines: &[(&str, &str, f64, &str)]) -> BTreeMap<String, Vec<Figure>> {
+        let mut map: BTreeMap<String, Vec<Figure>> = BTreeMap::new();
+        for (id, who, value, unit) in lines {
+            map.entry(id.to_string()).or_default().push(Figure {
+                who: who.to_string(),
+                value: *value,
+                unit: unit.to_string(),
+            });
+        }
+        map
+    }
+
+    #[test]
+    fn rows_follow_the_note_and_ratios_favour_the_better_figure() {
+        let rows = rows(figures(&[
+            ("thread.start_join", "ours", 30.0, "us"),
+            ("process.fork", "ours", 150.0, "us"),
+            ("process.fork", "python", 1500.0, "us"),
+            ("process.fork", "limit", 100.0, "us"),
+            ("queue.processes", "ours", 1e6, "msg/s"),
+            ("queue.processes", "python", 1e5, "msg/s"),
+            ("lock.uncontended", "ours", 25.0, "ns"),
+            ("lock.uncontended", "flock", 400.0, "ns"),
+        ]));
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names[0], "process start+join, fork");
+        assert_eq!(names[3], "process lock, uncontended acquire+release: flock");
+        assert_eq!(names[4], "thread start+join");
+        assert_eq!(rows[0].better_than(rows[0].python), Some(10.0));
+        assert_eq!(rows[0].better_than(rows[0].limit), Some(100.0 / 150.0));
+        assert_eq!(rows[1].better_than(rows[1].python), Some(10.0));
+        let json = json(&rows);
+        assert!(json.contains("\"name\": \"queue, process to process\", \"unit\": \"msg/s\", \"ours\": 1000000, \"python\": 100000, \"limit\": null, \"better\": \"higher\""), "{json}");
+        let svg = chart(&rows);
+        assert_eq!(
+            svg.matches("<rect x=\"330\"").count(),
+            8,
+            "one bar per figure"
+        );
+    }
+}
