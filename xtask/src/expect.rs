@@ -117,14 +117,15 @@ pub fn diff(expected: &str, actual: &str) -> String {
     let want: Vec<&str> = expected.lines().collect();
     let got: Vec<&str> = actual.lines().collect();
     // Longest common subsequence, where a pattern line and an output line agree if they match.
-    // Block markers and `...` agree with nothing, so they show as `-` lines for context.
-    let agree = |w: &str, g: &str| {
-        !matches!(w, "..." | "[unordered]" | "[/unordered]") && line_matches(w, g)
-    };
+    // Block markers and `...` match no line of their own: they are shown as context.
+    let marker = |w: &str| matches!(w, "..." | "[unordered]" | "[/unordered]");
+    let agree = |w: &str, g: &str| !marker(w) && line_matches(w, g);
     let mut table = vec![vec![0usize; got.len() + 1]; want.len() + 1];
     for i in (0..want.len()).rev() {
         for j in (0..got.len()).rev() {
-            table[i][j] = if agree(want[i], got[j]) {
+            table[i][j] = if marker(want[i]) {
+                table[i + 1][j]
+            } else if agree(want[i], got[j]) {
                 table[i + 1][j + 1] + 1
             } else {
                 table[i + 1][j].max(table[i][j + 1])
@@ -133,7 +134,10 @@ pub fn diff(expected: &str, actual: &str) -> String {
     }
     let (mut i, mut j, mut out) = (0, 0, String::new());
     while i < want.len() || j < got.len() {
-        if i < want.len() && j < got.len() && agree(want[i], got[j]) {
+        if i < want.len() && marker(want[i]) {
+            out += &format!("  {}\n", want[i]);
+            i += 1;
+        } else if i < want.len() && j < got.len() && agree(want[i], got[j]) {
             out += &format!("  {}\n", got[j]);
             (i, j) = (i + 1, j + 1);
         } else if j < got.len() && (i == want.len() || table[i][j + 1] >= table[i + 1][j]) {
