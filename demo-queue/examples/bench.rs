@@ -9,8 +9,6 @@
 //! Run with: `cargo run --release -p demo-queue --example bench` (`BENCH_QUICK=1` for fewer
 //! repeats). `python/bench.py` measures Python's side.
 
-#[path = "../src/demo.rs"]
-mod demo;
 #[allow(dead_code)]
 #[path = "../src/process.rs"]
 mod process;
@@ -33,7 +31,9 @@ fn main() {
 
     let ours = median(repeats, || queue_processes(Queue::new().unwrap(), n));
     report("queue.processes", "ours", ours, "msg/s");
-    let bounded = median(repeats, || queue_processes(Queue::bounded(1000).unwrap(), n));
+    let bounded = median(repeats, || {
+        queue_processes(Queue::bounded(1000).unwrap(), n)
+    });
     report("queue.processes", "bounded", bounded, "msg/s");
     let limit = median(repeats, || socketpair_processes(n));
     report("queue.processes", "limit", limit, "msg/s");
@@ -62,8 +62,13 @@ fn queue_processes(q: Queue<u64>, n: u64) -> f64 {
 
 /// The same traffic on a bare socketpair: one 8-byte message per value, no serde.
 fn socketpair_processes(n: u64) -> f64 {
-    let (w, r) =
-        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).unwrap();
+    let (w, r) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
     let start = Instant::now();
     let mut child = Process::new(
         move |w: OwnedFd| {

@@ -58,7 +58,10 @@ impl Args {
 
     /// The value of `--name VALUE` or `--name=VALUE`, if given.
     pub fn value(&mut self, name: &str) -> Option<String> {
-        let i = self.args.iter().position(|a| a == name || a.starts_with(&format!("{name}=")))?;
+        let i = self
+            .args
+            .iter()
+            .position(|a| a == name || a.starts_with(&format!("{name}=")))?;
         let arg = self.args.remove(i);
         match arg.split_once('=') {
             Some((_, value)) => Some(value.to_string()),
@@ -78,10 +81,14 @@ impl Args {
 
 /// `DEMO_TIME_SCALE`, a number > 0 that multiplies every sleep; 1 when unset.
 pub fn time_scale() -> f64 {
-    let Ok(value) = std::env::var("DEMO_TIME_SCALE") else { return 1.0 };
+    let Ok(value) = std::env::var("DEMO_TIME_SCALE") else {
+        return 1.0;
+    };
     match value.parse::<f64>() {
         Ok(scale) if scale > 0.0 && scale.is_finite() => scale,
-        _ => fail(&format!("DEMO_TIME_SCALE must be a number > 0, not {value:?}")),
+        _ => fail(&format!(
+            "DEMO_TIME_SCALE must be a number > 0, not {value:?}"
+        )),
     }
 }
 

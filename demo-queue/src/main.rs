@@ -35,6 +35,7 @@
 mod demo;
 #[allow(dead_code)] // The same file in every crate; this demo uses part of it.
 mod process;
+#[allow(dead_code)] // The tests and the bench use the rest of its API.
 mod queue;
 
 use std::io;
@@ -92,7 +93,10 @@ fn main() -> ExitCode {
 fn try_main() -> io::Result<()> {
     say!("1. Python's way: join the writer, then terminate the reader");
     let q = Queue::new()?;
-    let (mut pw, mut pr) = (Process::new(write, q.writer()), Process::new(read, q.reader()));
+    let (mut pw, mut pr) = (
+        Process::new(write, q.writer()),
+        Process::new(read, q.reader()),
+    );
     pw.start()?;
     pr.start()?;
     pw.join()?;
@@ -104,11 +108,16 @@ fn try_main() -> io::Result<()> {
     while q.get_timeout(std::time::Duration::ZERO).is_ok() {
         left += 1;
     }
-    say!("Reader terminated, exitcode {code}; values left unread: {left} (terminate may lose some)");
+    say!(
+        "Reader terminated, exitcode {code}; values left unread: {left} (terminate may lose some)"
+    );
 
     say!("2. The clean way: the queue closes when its last writer ends");
     let q = Queue::new()?;
-    let (mut pw, mut pr) = (Process::new(write, q.writer()), Process::new(read, q.reader()));
+    let (mut pw, mut pr) = (
+        Process::new(write, q.writer()),
+        Process::new(read, q.reader()),
+    );
     // New: the parent neither puts nor gets, so it lets go of both ends, and it starts the
     // writer first: a forked child holds every end its parent held at the fork.
     drop(q);
@@ -120,25 +129,31 @@ fn try_main() -> io::Result<()> {
 
     say!("3. Threads: queue.Queue(maxsize=2) is a bounded crossbeam channel");
     let (tx, rx) = crossbeam_channel::bounded(2);
-    let producer = thread::Builder::new().name("producer".into()).spawn(move || {
-        let mut waits = 0;
-        for item in 0..5 {
-            say!("Put {item} to queue...");
-            if let Err(TrySendError::Full(item)) = tx.try_send(item) {
-                waits += 1;
-                tx.send(item).unwrap(); // Two items wait already: this blocks.
+    let producer = thread::Builder::new()
+        .name("producer".into())
+        .spawn(move || {
+            let mut waits = 0;
+            for item in 0..5 {
+                say!("Put {item} to queue...");
+                if let Err(TrySendError::Full(item)) = tx.try_send(item) {
+                    waits += 1;
+                    tx.send(item).unwrap(); // Two items wait already: this blocks.
+                }
             }
-        }
-        waits // Dropping `tx` closes the channel: the consumer's loop ends.
-    })?;
-    let consumer = thread::Builder::new().name("consumer".into()).spawn(move || {
-        for item in rx {
-            say!("Get {item} from queue.");
-            demo::sleep(0.2);
-        }
-    })?;
+            waits // Dropping `tx` closes the channel: the consumer's loop ends.
+        })?;
+    let consumer = thread::Builder::new()
+        .name("consumer".into())
+        .spawn(move || {
+            for item in rx {
+                say!("Get {item} from queue.");
+                demo::sleep(0.2);
+            }
+        })?;
     let waits = producer.join().unwrap();
     consumer.join().unwrap();
-    say!("The producer found the queue full {waits} times and waited; the items moved, unserialized");
+    say!(
+        "The producer found the queue full {waits} times and waited; the items moved, unserialized"
+    );
     Ok(())
 }

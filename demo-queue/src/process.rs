@@ -49,7 +49,9 @@ impl Process {
         F: FnOnce(A) + 'static,
         A: 'static,
     {
-        Process::with_start(Start::Fork(Box::new(move || run_target(move || target(args)))))
+        Process::with_start(Start::Fork(Box::new(move || {
+            run_target(move || target(args))
+        })))
     }
 
     /// A child that runs another program. Its exit code is the program's.
@@ -59,7 +61,12 @@ impl Process {
 
     fn with_start(start: Start) -> Process {
         let n = COUNT.fetch_add(1, Ordering::Relaxed) + 1;
-        Process { name: format!("Process-{n}"), start: Some(start), pid: None, exitcode: None }
+        Process {
+            name: format!("Process-{n}"),
+            start: Some(start),
+            pid: None,
+            exitcode: None,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -74,7 +81,10 @@ impl Process {
     /// Starts the child. Call it from the main thread: the kernel sends the parent-death
     /// signal when the *thread* that forked exits, not only when the process does.
     pub fn start(&mut self) -> io::Result<()> {
-        let start = self.start.take().ok_or_else(|| io::Error::other("process already started"))?;
+        let start = self
+            .start
+            .take()
+            .ok_or_else(|| io::Error::other("process already started"))?;
         let parent = getpid();
         let pid = match start {
             Start::Fork(run) => {
@@ -119,7 +129,9 @@ impl Process {
                 other => break other?,
             }
         };
-        Ok(self.record(status).expect("a blocking waitpid returns an ended child"))
+        Ok(self
+            .record(status)
+            .expect("a blocking waitpid returns an ended child"))
     }
 
     /// Waits at most `timeout` for the child to end; `None` if it is still running, as
@@ -154,7 +166,9 @@ impl Process {
 
     /// Whether the child has started and not yet ended. Reaps it if it has ended.
     pub fn is_alive(&mut self) -> io::Result<bool> {
-        let Some(pid) = self.pid else { return Ok(false) };
+        let Some(pid) = self.pid else {
+            return Ok(false);
+        };
         if self.exitcode.is_some() {
             return Ok(false);
         }
@@ -182,7 +196,8 @@ impl Process {
     }
 
     fn started(&self) -> io::Result<Pid> {
-        self.pid.ok_or_else(|| io::Error::other(format!("{} has not been started", self.name)))
+        self.pid
+            .ok_or_else(|| io::Error::other(format!("{} has not been started", self.name)))
     }
 
     fn record(&mut self, status: WaitStatus) -> Option<i32> {
@@ -273,7 +288,12 @@ mod tests {
 
     #[test]
     fn terminate_gives_minus_sigterm() {
-        let mut p = Process::new(|_: ()| loop { std::thread::park() }, ());
+        let mut p = Process::new(
+            |_: ()| loop {
+                std::thread::park()
+            },
+            (),
+        );
         p.start().unwrap();
         assert!(p.is_alive().unwrap());
         p.terminate().unwrap();
@@ -284,7 +304,12 @@ mod tests {
 
     #[test]
     fn join_timeout_returns_while_the_child_runs() {
-        let mut p = Process::new(|_: ()| loop { std::thread::park() }, ());
+        let mut p = Process::new(
+            |_: ()| loop {
+                std::thread::park()
+            },
+            (),
+        );
         p.start().unwrap();
         assert_eq!(p.join_timeout(Duration::from_millis(50)).unwrap(), None);
         assert_eq!(p.exitcode(), None);
@@ -294,12 +319,20 @@ mod tests {
 
     #[test]
     fn drop_kills_and_reaps_a_running_child() {
-        let mut p = Process::new(|_: ()| loop { std::thread::park() }, ());
+        let mut p = Process::new(
+            |_: ()| loop {
+                std::thread::park()
+            },
+            (),
+        );
         p.start().unwrap();
         let pid = Pid::from_raw(p.pid().unwrap());
         drop(p);
         // Reaped: the pid is no longer our child.
-        assert_eq!(waitpid(pid, Some(WaitPidFlag::WNOHANG)), Err(nix::Error::ECHILD));
+        assert_eq!(
+            waitpid(pid, Some(WaitPidFlag::WNOHANG)),
+            Err(nix::Error::ECHILD)
+        );
     }
 
     #[test]

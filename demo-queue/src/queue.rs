@@ -99,18 +99,33 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Python's `Queue(maxsize)`: at most `maxsize` values wait in the queue.
     pub fn bounded(maxsize: u64) -> io::Result<Queue<T>> {
         if maxsize == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "maxsize must be > 0"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "maxsize must be > 0",
+            ));
         }
         Queue::with_maxsize(maxsize)
     }
 
     fn with_maxsize(maxsize: u64) -> io::Result<Queue<T>> {
         let shared = Arc::new(Shared::new(maxsize)?);
-        let (w, r) =
-            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        let (w, r) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
         Ok(Queue {
-            writer: Writer { shared: shared.clone(), end: Arc::new(w), _values: PhantomData },
-            reader: Reader { shared, end: Arc::new(r), _values: PhantomData },
+            writer: Writer {
+                shared: shared.clone(),
+                end: Arc::new(w),
+                _values: PhantomData,
+            },
+            reader: Reader {
+                shared,
+                end: Arc::new(r),
+                _values: PhantomData,
+            },
         })
     }
 
@@ -187,8 +202,16 @@ impl<T: Serialize> Writer<T> {
                 let hangup = fds[1].any() == Some(true);
                 take_token(&self.shared.space)?;
                 if !woken || hangup {
-                    self.shared.lock()?.header().putters_waiting.fetch_sub(1, Relaxed);
-                    return Err(if hangup { PutError::Disconnected } else { PutError::Full });
+                    self.shared
+                        .lock()?
+                        .header()
+                        .putters_waiting
+                        .fetch_sub(1, Relaxed);
+                    return Err(if hangup {
+                        PutError::Disconnected
+                    } else {
+                        PutError::Full
+                    });
                 }
             }
         })
@@ -251,7 +274,11 @@ impl<T: DeserializeOwned> Reader<T> {
                         drop(ring);
                         return Ok(serde_json::from_slice(bytes).map_err(io::Error::from)?);
                     }
-                    return Err(if hangup { GetError::Disconnected } else { GetError::Empty });
+                    return Err(if hangup {
+                        GetError::Disconnected
+                    } else {
+                        GetError::Empty
+                    });
                 }
             }
         })
@@ -393,7 +420,11 @@ impl Ring<'_> {
     /// Appends a value if the queue has room for it.
     fn push(&mut self, value: &[u8]) -> bool {
         let h = self.header();
-        let (head, tail, count) = (h.head.load(Relaxed), h.tail.load(Relaxed), h.count.load(Relaxed));
+        let (head, tail, count) = (
+            h.head.load(Relaxed),
+            h.tail.load(Relaxed),
+            h.count.load(Relaxed),
+        );
         let needed = 4 + value.len() as u64;
         if count >= h.maxsize.load(Relaxed) || RING_BYTES as u64 - (tail - head) < needed {
             return false;
@@ -450,7 +481,11 @@ impl Ring<'_> {
         // until `tail` moves past them.
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data().add(at), first);
-            std::ptr::copy_nonoverlapping(bytes[first..].as_ptr(), self.data(), bytes.len() - first);
+            std::ptr::copy_nonoverlapping(
+                bytes[first..].as_ptr(),
+                self.data(),
+                bytes.len() - first,
+            );
         }
     }
 
@@ -509,19 +544,30 @@ fn wait(fds: &mut [PollFd], deadline: Option<Instant>) -> io::Result<bool> {
 
 impl<T> Clone for Writer<T> {
     fn clone(&self) -> Self {
-        Writer { shared: self.shared.clone(), end: self.end.clone(), _values: PhantomData }
+        Writer {
+            shared: self.shared.clone(),
+            end: self.end.clone(),
+            _values: PhantomData,
+        }
     }
 }
 
 impl<T> Clone for Reader<T> {
     fn clone(&self) -> Self {
-        Reader { shared: self.shared.clone(), end: self.end.clone(), _values: PhantomData }
+        Reader {
+            shared: self.shared.clone(),
+            end: self.end.clone(),
+            _values: PhantomData,
+        }
     }
 }
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        Queue { writer: self.writer.clone(), reader: self.reader.clone() }
+        Queue {
+            writer: self.writer.clone(),
+            reader: self.reader.clone(),
+        }
     }
 }
 
@@ -581,7 +627,10 @@ mod tests {
     #[test]
     fn get_timeout_on_an_empty_queue_gives_empty() {
         let q = Queue::<u32>::new().unwrap();
-        assert!(matches!(q.get_timeout(Duration::from_millis(20)), Err(GetError::Empty)));
+        assert!(matches!(
+            q.get_timeout(Duration::from_millis(20)),
+            Err(GetError::Empty)
+        ));
         q.put(7).unwrap();
         assert_eq!(q.get_timeout(Duration::from_millis(20)).unwrap(), 7);
     }
@@ -595,7 +644,10 @@ mod tests {
         assert!(matches!(full, Err(PutError::Full)), "{full:?}");
         assert_eq!(q.get().unwrap(), "a");
         q.put_timeout("c".into(), Duration::ZERO).unwrap();
-        assert_eq!((q.get().unwrap(), q.get().unwrap()), ("b".into(), "c".into()));
+        assert_eq!(
+            (q.get().unwrap(), q.get().unwrap()),
+            ("b".into(), "c".into())
+        );
     }
 
     #[test]
@@ -628,7 +680,9 @@ mod tests {
         let q = Queue::<u32>::bounded(4).unwrap();
         q.put(1).unwrap();
         let shared = q.writer.shared.clone();
-        std::thread::spawn(move || std::mem::forget(shared.lock().unwrap())).join().unwrap();
+        std::thread::spawn(move || std::mem::forget(shared.lock().unwrap()))
+            .join()
+            .unwrap();
         // The robust mutex reports its owner's death to the next locker, who goes on.
         q.put(2).unwrap();
         assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
