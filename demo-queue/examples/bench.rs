@@ -9,7 +9,6 @@
 //! Run with: `cargo run --release -p demo-queue --example bench` (`BENCH_QUICK=1` for fewer
 //! repeats). `python/bench.py` measures Python's side.
 
-#[allow(dead_code)]
 #[path = "../src/process.rs"]
 mod process;
 #[allow(dead_code)]

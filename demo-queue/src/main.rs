@@ -33,7 +33,6 @@
 //! Run with: `cargo run -p demo-queue`
 
 mod demo;
-#[allow(dead_code)] // The same file in every crate; this demo uses part of it.
 mod process;
 #[allow(dead_code)] // The tests and the bench use the rest of its API.
 mod queue;
@@ -41,8 +40,9 @@ mod queue;
 use std::io;
 use std::process::ExitCode;
 use std::thread;
+use std::time::Duration;
 
-use crossbeam_channel::TrySendError;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use demo::{Args, say};
 use process::Process;
 use queue::{Queue, Reader, Writer};
@@ -52,10 +52,8 @@ use rand::{RngExt, SeedableRng};
 const USAGE: &str = "\
 Usage: demo-queue [--help]
 
-A writer process puts A, B, C on a queue and a reader process gets them: first ended
-Python's usual way (terminate the reader), then the clean way (the queue closes when the
-writer ends). Then the same with threads and a bounded crossbeam channel of size 2.
-
+A writer process puts A, B, C on a queue and a reader process gets them, ended first as
+Python usually does (terminate), then cleanly; then a producer and a consumer thread.
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
 
@@ -72,11 +70,31 @@ fn write(q: Writer<String>) {
 
 fn read(q: Reader<String>) {
     say!("Process to read: {}", std::process::id());
-    // Python's reader loops for ever; this one stops when no writer is left.
+    // Python's reader loops for ever; this one stops once no writer is left.
     while let Ok(value) = q.get() {
         say!("Get {value} from queue.");
     }
-    say!("No writer is left and the queue is empty: the reader ends.");
+    say!("The queue is closed and drained: the reader ends.");
+}
+
+/// Puts 0..5 on a queue that holds 2; returns how many times it found the queue full.
+fn producer(q: Sender<i32>) -> usize {
+    let mut waits = 0;
+    for item in 0..5 {
+        say!("Put {item} to queue...");
+        if let Err(TrySendError::Full(item)) = q.try_send(item) {
+            waits += 1;
+            q.send(item).unwrap(); // Blocks until the consumer takes one.
+        }
+    }
+    waits // Dropping the last Sender closes the channel: the consumer's loop ends.
+}
+
+fn consumer(q: Receiver<i32>) {
+    for item in q {
+        say!("Get {item} from queue.");
+        demo::sleep(0.2);
+    }
 }
 
 fn main() -> ExitCode {
@@ -93,31 +111,22 @@ fn main() -> ExitCode {
 fn try_main() -> io::Result<()> {
     say!("1. Python's way: join the writer, then terminate the reader");
     let q = Queue::new()?;
-    let (mut pw, mut pr) = (
-        Process::new(write, q.writer()),
-        Process::new(read, q.reader()),
-    );
+    let mut pw = Process::new(write, q.writer());
+    let mut pr = Process::new(read, q.reader());
     pw.start()?;
     pr.start()?;
     pw.join()?;
-    // The parent still holds `q`, so the reader's get() waits for ever: only a signal ends it,
-    // whether or not it has taken every value.
+    // The parent still holds `q`, so the reader's get() would wait for ever: a signal ends
+    // it, whether or not it has taken every value.
     pr.terminate()?;
     let code = pr.join()?;
-    let mut left = 0;
-    while q.get_timeout(std::time::Duration::ZERO).is_ok() {
-        left += 1;
-    }
-    say!(
-        "Reader terminated, exitcode {code}; values left unread: {left} (terminate may lose some)"
-    );
+    let left = std::iter::from_fn(|| q.get_timeout(Duration::ZERO).ok()).count();
+    say!("Reader terminated, exitcode {code}; left unread: {left} (terminate may lose some)");
 
     say!("2. The clean way: the queue closes when its last writer ends");
     let q = Queue::new()?;
-    let (mut pw, mut pr) = (
-        Process::new(write, q.writer()),
-        Process::new(read, q.reader()),
-    );
+    let mut pw = Process::new(write, q.writer());
+    let mut pr = Process::new(read, q.reader());
     // New: the parent neither puts nor gets, so it lets go of both ends, and it starts the
     // writer first: a forked child holds every end its parent held at the fork.
     drop(q);
@@ -129,31 +138,11 @@ fn try_main() -> io::Result<()> {
 
     say!("3. Threads: queue.Queue(maxsize=2) is a bounded crossbeam channel");
     let (tx, rx) = crossbeam_channel::bounded(2);
-    let producer = thread::Builder::new()
-        .name("producer".into())
-        .spawn(move || {
-            let mut waits = 0;
-            for item in 0..5 {
-                say!("Put {item} to queue...");
-                if let Err(TrySendError::Full(item)) = tx.try_send(item) {
-                    waits += 1;
-                    tx.send(item).unwrap(); // Two items wait already: this blocks.
-                }
-            }
-            waits // Dropping `tx` closes the channel: the consumer's loop ends.
-        })?;
-    let consumer = thread::Builder::new()
-        .name("consumer".into())
-        .spawn(move || {
-            for item in rx {
-                say!("Get {item} from queue.");
-                demo::sleep(0.2);
-            }
-        })?;
+    let named = |name: &str| thread::Builder::new().name(name.into());
+    let producer = named("producer").spawn(move || producer(tx))?;
+    let consumer = named("consumer").spawn(move || consumer(rx))?;
     let waits = producer.join().unwrap();
     consumer.join().unwrap();
-    say!(
-        "The producer found the queue full {waits} times and waited; the items moved, unserialized"
-    );
+    say!("The producer waited {waits} times for room; the items moved, nothing was serialized");
     Ok(())
 }

@@ -2,7 +2,6 @@
 //! Children report through queues and exit codes; they print nothing (a forked child's
 //! output is lost inside the test harness).
 
-#[allow(dead_code)]
 #[path = "../src/process.rs"]
 mod process;
 #[allow(dead_code)]
