@@ -17,7 +17,10 @@ import time
 def say(text):
     name = threading.current_thread().name
     who = f"[pid {os.getpid()}]" if name == "MainThread" else f"[pid {os.getpid()} {name}]"
-    print(f"{who} {text}", flush=True)
+    # One write per line: print() writes the text and the newline apart, and two threads'
+    # lines could mix.
+    sys.stdout.write(f"{who} {text}\n")
+    sys.stdout.flush()
 
 
 def time_scale():

@@ -622,7 +622,23 @@ impl From<nix::Error> for GetError {
 mod tests {
     use super::*;
 
-    // No test here forks: those that need processes are in tests/queue.rs.
+    // Tests of the queue between processes are in tests/queue.rs; this one needs a private
+    // method. Its child ends at once, so the ends it inherits close at once too.
+    #[test]
+    fn a_process_that_dies_holding_the_lock_does_not_block_the_queue() {
+        let q = Queue::<u32>::bounded(4).unwrap();
+        q.put(1).unwrap();
+        let die_holding_it = |shared: Arc<Shared>| {
+            std::mem::forget(shared.lock().unwrap());
+            // SAFETY: `_exit` ends the process at once; it is always sound to call.
+            unsafe { libc::_exit(0) }
+        };
+        let mut child = crate::process::Process::new(die_holding_it, q.writer.shared.clone());
+        child.start().unwrap();
+        assert_eq!(child.join().unwrap(), 0);
+        q.put(2).unwrap();
+        assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
+    }
 
     #[test]
     fn get_timeout_on_an_empty_queue_gives_empty() {
