@@ -1,0 +1,113 @@
+//! Measures the two queues of this crate next to the bare mechanism under them.
+//!
+//! - `queue.processes`: small integers from one process to another, in messages per second:
+//!   our `Queue` (unbounded, and bounded to 1000), and a bare `SOCK_SEQPACKET` socketpair
+//!   sending 8-byte messages (the limit: our queue adds serde and, when bounded, an eventfd).
+//! - `queue.threads`: items per second from one thread to another through a crossbeam
+//!   channel, the counterpart of Python's `queue.Queue`.
+//!
+//! Run with: `cargo run --release -p demo-queue --example bench` (`BENCH_QUICK=1` for fewer
+//! repeats). `python/bench.py` measures Python's side.
+
+#[path = "../src/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "../src/queue.rs"]
+mod queue;
+
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use std::os::fd::AsRawFd;
+
+use process::Process;
+use queue::{Queue, Writer};
+
+fn main() {
+    let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
+    let (repeats, n) = if quick { (3, 100_000) } else { (7, 300_000) };
+
+    let ours = median(repeats, || queue_processes(Queue::new().unwrap(), n));
+    report("queue.processes", "ours", ours, "msg/s");
+    let bounded = median(repeats, || {
+        queue_processes(Queue::bounded(1000).unwrap(), n)
+    });
+    report("queue.processes", "bounded", bounded, "msg/s");
+    let limit = median(repeats, || socketpair_processes(n));
+    report("queue.processes", "limit", limit, "msg/s");
+
+    let threads = median(repeats, || crossbeam_threads(n * 10));
+    report("queue.threads", "ours", threads, "items/s");
+}
+
+/// One writer process puts 0..n, this process gets them all.
+fn queue_processes(q: Queue<u64>, n: u64) -> f64 {
+    let reader = q.reader();
+    let writer = q.writer();
+    drop(q);
+    let start = Instant::now();
+    let mut child = Process::new(
+        move |w: Writer<u64>| (0..n).for_each(|i| w.put(i).unwrap()),
+        writer,
+    );
+    child.start().unwrap();
+    let sum: u64 = (0..n).map(|_| reader.get().unwrap()).sum();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(sum, n * (n - 1) / 2);
+    assert_eq!(child.join().unwrap(), 0);
+    rate
+}
+
+/// The same traffic on a bare socketpair: one 8-byte message per value, no serde.
+fn socketpair_processes(n: u64) -> f64 {
+    let (w, r) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut child = Process::new(
+        move |w: OwnedFd| {
+            for i in 0..n {
+                send(w.as_raw_fd(), &i.to_ne_bytes(), MsgFlags::empty()).unwrap();
+            }
+        },
+        w,
+    );
+    child.start().unwrap();
+    let mut sum = 0;
+    let mut buf = [0u8; 8];
+    for _ in 0..n {
+        recv(r.as_raw_fd(), &mut buf, MsgFlags::empty()).unwrap();
+        sum += u64::from_ne_bytes(buf);
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(sum, n * (n - 1) / 2);
+    assert_eq!(child.join().unwrap(), 0);
+    rate
+}
+
+/// A producer thread sends 0..n through a crossbeam channel, this thread receives them.
+fn crossbeam_threads(n: u64) -> f64 {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let start = Instant::now();
+    let producer = std::thread::spawn(move || (0..n).for_each(|i| tx.send(i).unwrap()));
+    let sum: u64 = rx.iter().sum();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    producer.join().unwrap();
+    assert_eq!(sum, n * (n - 1) / 2);
+    rate
+}
+
+fn median(repeats: usize, mut f: impl FnMut() -> f64) -> f64 {
+    let mut values: Vec<f64> = (0..repeats).map(|_| f()).collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn report(id: &str, who: &str, value: f64, unit: &str) {
+    println!("bench\t{id}\t{who}\t{value:.0}\t{unit}");
+}
