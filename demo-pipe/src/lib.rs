@@ -7,5 +7,4 @@ pub mod value;
 
 // The same file as the binary's (and every crate's) copy; here only for the tests of `pipe`.
 #[cfg(test)]
-#[allow(dead_code)]
 mod process;

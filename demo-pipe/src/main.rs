@@ -20,8 +20,6 @@
 //! Run with: `cargo run -p demo-pipe`
 
 mod demo;
-// The same file in every crate that starts processes; this demo uses part of it.
-#[allow(dead_code)]
 mod process;
 
 use std::io;

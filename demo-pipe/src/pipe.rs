@@ -38,7 +38,7 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -140,14 +140,17 @@ pub struct Connection {
     end: usize,
     mode: Mode,
     twins: Arc<Twins>,
-    /// Buffers kept between messages, so that a stream of messages allocates nothing.
+    /// Buffers kept between messages, so that a stream of small messages allocates nothing.
     send_buf: Vec<u8>,
     recv_buf: Vec<u8>,
 }
 
 /// Frame length prefix.
 const HEADER: usize = 4;
-/// Buffers larger than this are given back after the message instead of kept.
+/// Messages up to this size are encoded into a buffer and written with one call; larger ones
+/// are encoded straight into the socket.
+const STREAM: usize = 64 << 10;
+/// A receive buffer larger than this is given back after the message instead of kept.
 const KEEP: usize = 4 << 20;
 
 impl Connection {
@@ -168,28 +171,32 @@ impl Connection {
             return Err(io::Error::other("connection is read-only").into());
         }
         self.release_twin();
-        let mut buf = std::mem::take(&mut self.send_buf);
-        buf.clear();
-        buf.extend_from_slice(&[0; HEADER]);
-        let result = self.write_frame(value, &mut buf);
-        if buf.capacity() <= KEEP {
-            self.send_buf = buf;
+        // Counting the bytes first walks the value without copying anything.
+        let len = postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
+            value,
+            Default::default(),
+        )
+        .map_err(Error::Data)?;
+        let header = u32::try_from(len)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message larger than 4 GiB"))?
+            .to_le_bytes();
+        let mut socket = self.socket.get_ref();
+        if len <= STREAM {
+            // Header and body in one write call: a small message is one system call.
+            let buf = &mut self.send_buf;
+            buf.clear();
+            buf.extend_from_slice(&header);
+            postcard::to_io(value, &mut *buf).map_err(Error::Data)?;
+            socket.write_all(buf)?;
+        } else {
+            // A large value is encoded straight into the socket: its bulk bytes (a `Bytes`,
+            // a `String`) go from where they are to the kernel without a copy on the way.
+            let mut out = BufWriter::with_capacity(STREAM, socket);
+            out.write_all(&header)?;
+            postcard::to_io(value, &mut out).map_err(Error::Data)?;
+            out.flush()?;
         }
-        result
-    }
-
-    fn write_frame<T: Serialize + ?Sized>(
-        &mut self,
-        value: &T,
-        buf: &mut Vec<u8>,
-    ) -> Result<(), Error> {
-        postcard::to_io(value, &mut *buf).map_err(Error::Data)?;
-        let len = u32::try_from(buf.len() - HEADER).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "message larger than 4 GiB")
-        })?;
-        buf[..HEADER].copy_from_slice(&len.to_le_bytes());
-        // One write call for header and body: a small message is one system call.
-        Ok(self.socket.get_ref().write_all(buf)?)
+        Ok(())
     }
 
     /// Python's `recv()`: waits for the next value. `Error::Eof` once the other end is

@@ -9,6 +9,11 @@
 //! - a child never outlives its parent: it gets SIGKILL when the parent dies, however the
 //!   parent dies (`PR_SET_PDEATHSIG`);
 //! - dropping a `Process` that is still running kills and reaps it, so no zombie is left.
+//!
+//! This file is the same in every demo crate that starts processes, so that each crate can be
+//! copied out alone; a test in the xtask checks that the copies stay identical.
+
+#![allow(dead_code)] // Each demo uses its own part of this file.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
