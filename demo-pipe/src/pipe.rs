@@ -259,7 +259,10 @@ impl Connection {
     /// two processes, so that use is a mistake.
     fn release_twin(&self) {
         let twin = 1 - self.end;
-        if std::process::id() == self.twins.maker
+        // The flag first: it is usually set (the twin left this process, or was released
+        // already), and reading it costs less than asking the kernel for our pid.
+        if self.twins.closed[twin].load(Ordering::SeqCst)
+            || std::process::id() == self.twins.maker
             || self.twins.closed[twin].swap(true, Ordering::SeqCst)
         {
             return;
