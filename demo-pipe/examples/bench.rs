@@ -1,0 +1,215 @@
+//! Pipe round trip and 1 MiB throughput between two processes: ours, the bare socketpair (the
+//! limit), and ipc-channel (the alternative this crate was measured against).
+//!
+//! Prints `bench<TAB>id<TAB>who<TAB>median<TAB>unit` lines for `cargo xtask bench`.
+//! Run with: `cargo run --release -p demo-pipe --example bench` (`BENCH_QUICK=1` for fewer repeats)
+
+#[path = "../src/process.rs"]
+mod process;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use demo_pipe::pipe::{Connection, pipe};
+use demo_pipe::value::Value;
+use ipc_channel::ipc;
+use process::Process;
+use serde_bytes::{ByteBuf, Bytes};
+
+const MIB: usize = 1 << 20;
+/// Ours on the wire for [42, None, 'hello']: a 4-byte length and 12 bytes of postcard.
+const FRAME: usize = 16;
+
+fn hello() -> Value {
+    Value::List(vec![42.into(), Value::None, "hello".into()])
+}
+
+/// The median figure of each contender over `repeats` rounds. Each round runs every
+/// contender once, in turn, so that the machine's drift (it is shared) falls on all alike.
+fn medians<const N: usize>(
+    repeats: usize,
+    mut contenders: [&mut dyn FnMut() -> f64; N],
+) -> [f64; N] {
+    let mut figures = [(); N].map(|_| Vec::with_capacity(repeats));
+    for _ in 0..repeats {
+        for (f, figures) in contenders.iter_mut().zip(&mut figures) {
+            figures.push(f());
+        }
+    }
+    figures.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[repeats / 2]
+    })
+}
+
+/// Microseconds per call of `f`, over `n` calls.
+fn per_call_us(n: usize, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
+/// GB/s for `n` messages of 1 MiB, moved by `f`.
+fn gb_per_s(n: usize, f: impl FnOnce()) -> f64 {
+    let start = Instant::now();
+    f();
+    (n * MIB) as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+fn report(id: &str, who: &str, value: f64, unit: &str) {
+    println!("bench\t{id}\t{who}\t{value:.3}\t{unit}");
+}
+
+/// Starts `f` in a child; the child is killed and reaped when the `Process` is dropped.
+fn child<A: 'static>(f: impl FnOnce(A) + 'static, args: A) -> Process {
+    let mut p = Process::new(f, args);
+    p.start().unwrap();
+    p
+}
+
+fn main() {
+    let quick = std::env::var_os("BENCH_QUICK").is_some();
+    let (repeats, trips, messages) = if quick { (5, 500, 16) } else { (15, 2000, 64) };
+
+    assert_eq!(postcard::to_stdvec(&hello()).unwrap().len() + 4, FRAME);
+
+    // Round trip of the note's [42, None, 'hello']: send it, the child sends it back.
+    let (mut conn, theirs) = pipe().unwrap();
+    let _echo = child(
+        |mut conn: Connection| {
+            while let Ok(v) = conn.recv::<Value>() {
+                conn.send(&v).unwrap();
+            }
+        },
+        theirs,
+    );
+
+    // The limit: the same 16 bytes that ours puts on the wire, echoed over a bare socketpair.
+    let (mut sock, theirs) = UnixStream::pair().unwrap();
+    let _echo = child(
+        |mut sock: UnixStream| {
+            let mut buf = [0; FRAME];
+            while sock.read_exact(&mut buf).is_ok() {
+                sock.write_all(&buf).unwrap();
+            }
+        },
+        theirs,
+    );
+
+    let (to_child, from_parent) = ipc::channel::<Value>().unwrap();
+    let (to_parent, from_child) = ipc::channel::<Value>().unwrap();
+    let _echo = child(
+        |(rx, tx): (ipc::IpcReceiver<Value>, ipc::IpcSender<Value>)| {
+            while let Ok(v) = rx.recv() {
+                tx.send(v).unwrap();
+            }
+        },
+        (from_parent, to_parent),
+    );
+    let [ours, limit, ipc_typed] = medians(
+        repeats,
+        [
+            &mut || {
+                per_call_us(trips, || {
+                    conn.send(&hello()).unwrap();
+                    conn.recv::<Value>().unwrap();
+                })
+            },
+            &mut || {
+                let mut buf = [7; FRAME];
+                per_call_us(trips, || {
+                    sock.write_all(&buf).unwrap();
+                    sock.read_exact(&mut buf).unwrap();
+                })
+            },
+            &mut || {
+                per_call_us(trips, || {
+                    to_child.send(hello()).unwrap();
+                    from_child.recv().unwrap();
+                })
+            },
+        ],
+    );
+    report("pipe.roundtrip", "ours", ours, "us");
+    report("pipe.roundtrip", "limit", limit, "us");
+    report("pipe.roundtrip", "ipc-channel", ipc_typed, "us");
+
+    // 1 MiB messages, child to parent: the parent asks for `messages` and times them all.
+    let (mut conn, theirs) = pipe().unwrap();
+    let _sender = child(
+        |mut conn: Connection| {
+            let data = vec![7u8; MIB];
+            while let Ok(n) = conn.recv::<usize>() {
+                for _ in 0..n {
+                    conn.send(Bytes::new(&data)).unwrap();
+                }
+            }
+        },
+        theirs,
+    );
+
+    // The limit: the bare bytes, written whole and read into one reused buffer.
+    let (mut sock, theirs) = UnixStream::pair().unwrap();
+    let _sender = child(
+        |mut sock: UnixStream| {
+            let data = vec![7u8; MIB];
+            let mut n = [0; 8];
+            while sock.read_exact(&mut n).is_ok() {
+                for _ in 0..u64::from_le_bytes(n) {
+                    sock.write_all(&data).unwrap();
+                }
+            }
+        },
+        theirs,
+    );
+    let mut buf = vec![0u8; MIB];
+
+    let (ask, asked) = ipc::channel::<usize>().unwrap();
+    let (tx, rx) = ipc::bytes_channel().unwrap();
+    let _sender = child(
+        |(asked, tx): (ipc::IpcReceiver<usize>, ipc::IpcBytesSender)| {
+            let data = vec![7u8; MIB];
+            while let Ok(n) = asked.recv() {
+                for _ in 0..n {
+                    tx.send(&data).unwrap();
+                }
+            }
+        },
+        (asked, tx),
+    );
+    let [ours, limit, ipc_bytes] = medians(
+        repeats,
+        [
+            &mut || {
+                gb_per_s(messages, || {
+                    conn.send(&messages).unwrap();
+                    for _ in 0..messages {
+                        assert_eq!(conn.recv::<ByteBuf>().unwrap().len(), MIB);
+                    }
+                })
+            },
+            &mut || {
+                gb_per_s(messages, || {
+                    sock.write_all(&(messages as u64).to_le_bytes()).unwrap();
+                    for _ in 0..messages {
+                        sock.read_exact(&mut buf).unwrap();
+                    }
+                })
+            },
+            &mut || {
+                gb_per_s(messages, || {
+                    ask.send(messages).unwrap();
+                    for _ in 0..messages {
+                        assert_eq!(rx.recv().unwrap().len(), MIB);
+                    }
+                })
+            },
+        ],
+    );
+    report("pipe.1mib", "ours", ours, "GB/s");
+    report("pipe.1mib", "limit", limit, "GB/s");
+    report("pipe.1mib", "ipc-channel", ipc_bytes, "GB/s");
+}
