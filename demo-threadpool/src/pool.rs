@@ -54,30 +54,37 @@ impl Pool {
         let chunk = n.div_ceil(self.threads * 4).max(1);
         let f = Arc::new(f);
         let (tx, rx) = mpsc::channel();
-        let mut items = items.into_iter().enumerate().peekable();
-        while items.peek().is_some() {
-            let batch: Vec<(usize, T)> = items.by_ref().take(chunk).collect();
+        let mut items = items.into_iter();
+        for k in 0..n.div_ceil(chunk) {
+            let batch: Vec<T> = items.by_ref().take(chunk).collect();
             let (f, tx) = (Arc::clone(&f), tx.clone());
             self.inner.execute(move || {
-                for (i, item) in batch {
-                    // A panic leaves nothing half-done that another item would see, unless `f`
-                    // itself keeps state; the same holds for an exception in Python's map.
-                    let result = panic::catch_unwind(AssertUnwindSafe(|| f(item)));
-                    // The receiver is dropped only if `map` itself is gone: nobody to tell.
-                    let _ = tx.send((i, result.map_err(|p| Panicked(message(&*p)))));
-                }
+                // A panic leaves nothing half-done that another item would see, unless `f`
+                // itself keeps state; the same holds for an exception in Python's map.
+                let call = |item| panic::catch_unwind(AssertUnwindSafe(|| f(item)));
+                let results = batch
+                    .into_iter()
+                    .map(call)
+                    .map(|r| r.map_err(|p| Panicked(message(&*p))));
+                // The receiver is dropped only if `map` itself is gone: nobody to tell.
+                let _ = tx.send((k, results.collect::<Vec<_>>()));
             });
         }
         // New: without this drop, the loop below would wait for a sender that never leaves.
         drop(tx);
-        let mut results: Vec<Option<Result<R, Panicked>>> = (0..n).map(|_| None).collect();
-        for (i, result) in rx {
-            results[i] = Some(result);
-        }
-        results
+        let mut chunks: Vec<(usize, Vec<Result<R, Panicked>>)> = rx.into_iter().collect();
+        // The chunks come back as they finish: put them in the order of the items.
+        chunks.sort_unstable_by_key(|(k, _)| *k);
+        let results: Vec<_> = chunks
             .into_iter()
-            .map(|r| r.expect("every item sends its result, panic or not"))
-            .collect()
+            .flat_map(|(_, results)| results)
+            .collect();
+        assert_eq!(
+            results.len(),
+            n,
+            "every chunk sends its results, panic or not"
+        );
+        results
     }
 
     /// Python's `pool.close(); pool.join()`: waits for the jobs to finish, and the threads
