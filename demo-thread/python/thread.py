@@ -18,7 +18,10 @@ COUNT = 0
 def say(text):
     name = threading.current_thread().name
     who = f"[pid {os.getpid()}]" if name == "MainThread" else f"[pid {os.getpid()} {name}]"
-    print(f"{who} {text}", flush=True)
+    # One write per line: print() writes the text and the newline separately, and another
+    # thread's line could come between them.
+    sys.stdout.write(f"{who} {text}\n")
+    sys.stdout.flush()
 
 
 def next_name():
