@@ -1,0 +1,186 @@
+//! Runs the demo binary and checks from outside: the local server path works without network
+//! (even with a proxy set), results come in input order, a failed fetch is its item's error
+//! and exit code 1, a malformed URL is exit code 2 before anything is fetched.
+//!
+//! Every address here is on loopback.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn demo() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_demo-threadpool"));
+    command
+        .env("RUST_BACKTRACE", "0")
+        .env("DEMO_TIME_SCALE", "0.05")
+        .stdin(Stdio::null());
+    for proxy in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+    ] {
+        command.env_remove(proxy);
+    }
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    let mut child = Guard(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The demo's output is small: it fits in the pipes, so polling for the exit cannot block.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not end within 60 s"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    let stdout = std::io::read_to_string(child.0.stdout.take().unwrap()).unwrap();
+    let stderr = std::io::read_to_string(child.0.stderr.take().unwrap()).unwrap();
+    Output {
+        status: child.0.wait().unwrap(),
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+    }
+}
+
+/// Kills the demo if a test fails before it ends.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port where nothing listens: bound, then let go.
+fn closed_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A one-page server on loopback that answers every request with `body`. Its thread is not
+/// joined: it waits for requests until the test process ends.
+fn one_page_server(body: &'static str) -> String {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let url = format!("http://{}/page", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut request = Vec::new();
+            let mut buf = [0; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(format!("{head}{body}").as_bytes());
+        }
+    });
+    url
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| l.split_once("] ").unwrap().1.to_string())
+        .collect()
+}
+
+#[test]
+fn the_local_sites_are_fetched_in_order_without_network_or_proxy() {
+    // A proxy that does not exist: loopback must not go through it.
+    let proxy = format!("http://127.0.0.1:{}", closed_port());
+    let out = run(demo().env("HTTP_PROXY", &proxy).env("http_proxy", &proxy));
+    assert!(out.status.success(), "{out:?}");
+    let results: Vec<String> = lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("http://127.0.0.1:"))
+        .collect();
+    let sites = [
+        "www.baidu.com",
+        "www.sina.com.cn",
+        "www.163.com",
+        "www.qq.com",
+        "www.taobao.com",
+    ];
+    assert_eq!(results.len(), sites.len(), "{results:?}");
+    for (line, site) in results.iter().zip(sites) {
+        let (url, rest) = line.split_once(' ').unwrap();
+        assert!(url.ends_with(&format!("/{site}")), "{line}");
+        assert!(
+            rest.starts_with("200 ") && rest.ends_with(" bytes"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_url_is_its_items_error_and_exit_code_1() {
+    let good = one_page_server("hello");
+    let bad = format!("http://127.0.0.1:{}/nothing-here", closed_port());
+    let out = run(demo().args([&bad, &good]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let results: Vec<String> = lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("http://"))
+        .collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(
+        results[0].starts_with(&format!("{bad} failed: ")),
+        "{results:?}"
+    );
+    assert_eq!(results[1], format!("{good} 200 5 bytes"));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("fetches failed: 1"), "{stderr}");
+}
+
+#[test]
+fn a_malformed_url_is_exit_code_2_before_any_fetch() {
+    let good = format!("http://127.0.0.1:{}/", closed_port());
+    for bad in ["not a url", "www.baidu.com", "ftp://127.0.0.1/"] {
+        let out = run(demo().args([good.as_str(), bad]));
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+        assert!(out.stdout.is_empty(), "{bad}: something was fetched");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(bad), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_2() {
+    for (env, arg) in [("abc", None), ("0", None), ("1", Some("--bogus"))] {
+        let out = run(demo().env("DEMO_TIME_SCALE", env).args(arg));
+        assert_eq!(out.status.code(), Some(2), "{env} {arg:?}");
+        assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
+        assert!(out.stdout.is_empty());
+    }
+    let help = run(demo().arg("--help"));
+    assert!(help.status.success());
+    assert!(
+        String::from_utf8(help.stdout)
+            .unwrap()
+            .starts_with("Usage: demo-threadpool")
+    );
+}
