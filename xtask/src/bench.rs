@@ -189,13 +189,25 @@ fn rows(mut figures: BTreeMap<String, Vec<Figure>>) -> Vec<Row> {
 }
 
 fn show(value: Option<f64>, unit: &str) -> String {
-    match value {
-        None => "-".into(),
-        Some(v) if v >= 1e6 => format!("{:.2} M {unit}", v / 1e6),
-        Some(v) if v >= 1e4 => format!("{:.0} k {unit}", v / 1e3),
-        Some(v) if v >= 100.0 => format!("{v:.0} {unit}"),
-        Some(v) if v >= 10.0 => format!("{v:.1} {unit}"),
-        Some(v) => format!("{v:.2} {unit}"),
+    let Some(mut v) = value else {
+        return "-".into();
+    };
+    // Times move up the ladder, so that 5142 us reads 5.14 ms.
+    let ladder = ["ns", "us", "ms", "s"];
+    let mut unit = unit;
+    while let Some(i) = ladder
+        .iter()
+        .position(|u| *u == unit)
+        .filter(|&i| i < 3 && v >= 1000.0)
+    {
+        (v, unit) = (v / 1000.0, ladder[i + 1]);
+    }
+    match v {
+        v if v >= 1e6 => format!("{:.2} M {unit}", v / 1e6),
+        v if v >= 1e4 => format!("{:.0} k {unit}", v / 1e3),
+        v if v >= 100.0 => format!("{v:.0} {unit}"),
+        v if v >= 10.0 => format!("{v:.1} {unit}"),
+        v => format!("{v:.2} {unit}"),
     }
 }
 
@@ -301,7 +313,7 @@ pub fn chart(rows: &[Row]) -> String {
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"20\" font-size=\"15\">Time per operation, log scale: shorter is better</text>\n"
+         <text x=\"10\" y=\"20\" font-size=\"15\">Time per operation, log scale, shorter is better (rates as time per item; GB/s as time per 1 MiB message)</text>\n"
     );
     let series = [
         ("ours (Rust)", "#c2410c"),
@@ -381,6 +393,8 @@ mod tests {
         assert_eq!(rows[0].better_than(rows[0].python), Some(10.0));
         assert_eq!(rows[0].better_than(rows[0].limit), Some(100.0 / 150.0));
         assert_eq!(rows[1].better_than(rows[1].python), Some(10.0));
+        assert_eq!(show(rows[0].python, "us"), "1.50 ms");
+        assert_eq!(show(Some(2.5e6), "msg/s"), "2.50 M msg/s");
         let json = json(&rows);
         assert!(json.contains("\"name\": \"queue, process to process\", \"unit\": \"msg/s\", \"ours\": 1000000, \"python\": 100000, \"limit\": null, \"better\": \"higher\""), "{json}");
         let svg = chart(&rows);
