@@ -67,9 +67,9 @@ pub fn run() -> io::Result<()> {
     match counter.lock() {
         Err(poisoned) => {
             let counter = poisoned.into_inner();
-            say!("lock() after a holder panicked: Err(poisoned), counter {counter}");
+            say!("after a holder panicked: lock() says poisoned, counter {counter}");
         }
-        Ok(_) => say!("lock() after a holder panicked: Ok, not poisoned"),
+        Ok(_) => say!("after a holder panicked: the lock is free, nothing says so"),
     }
     Ok(())
 }
