@@ -163,7 +163,9 @@ pub type Lock = ProcessMutex<()>;
 
 /// A mutex shared by processes that owns the `T` it guards, as `std::sync::Mutex<T>` does.
 pub struct ProcessMutex<T: Plain> {
-    inner: Arc<Mapping<Inner<T>>>,
+    /// Where the mapping is, kept beside it so that locking follows one pointer, not two.
+    inner: NonNull<Inner<T>>,
+    mapping: Arc<Mapping<Inner<T>>>,
 }
 
 #[repr(C)]
@@ -176,10 +178,17 @@ struct Inner<T> {
 // `std::sync::Mutex<T>`, sharing it only needs `T: Send`.
 unsafe impl<T: Send> Sync for Inner<T> {}
 
+// SAFETY: `inner` points into `mapping`, which is Send and Sync when `Inner<T>` is Sync, that
+// is when `T: Send`; the pointer adds nothing that a reference to the mapping would not.
+unsafe impl<T: Plain> Send for ProcessMutex<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Plain> Sync for ProcessMutex<T> {}
+
 impl<T: Plain> Clone for ProcessMutex<T> {
     fn clone(&self) -> Self {
         ProcessMutex {
-            inner: self.inner.clone(),
+            inner: self.inner,
+            mapping: self.mapping.clone(),
         }
     }
 }
@@ -215,7 +224,8 @@ impl<T: Plain> ProcessMutex<T> {
             return Err(io::Error::from_raw_os_error(rc));
         }
         Ok(ProcessMutex {
-            inner: Arc::new(inner),
+            inner: inner.ptr,
+            mapping: Arc::new(inner),
         })
     }
 
@@ -250,25 +260,41 @@ impl<T: Plain> ProcessMutex<T> {
         self.locked(rc, "pthread_mutex_timedlock")
     }
 
+    fn inner(&self) -> &Inner<T> {
+        // SAFETY: `inner` points into the mapping, which `self.mapping` keeps mapped.
+        unsafe { self.inner.as_ref() }
+    }
+
     fn raw(&self) -> *mut libc::pthread_mutex_t {
-        self.inner.mutex.get()
+        self.inner().mutex.get()
     }
 
     /// Turns the return code of a lock call into a guard, or says why there is none.
+    #[inline]
     fn locked(&self, rc: i32, call: &str) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
-        let guard = || Guard {
-            mutex: self,
-            _not_send: PhantomData,
-        };
+        if rc == 0 {
+            Ok(Guard::new(self))
+        } else {
+            self.not_locked(rc, call)
+        }
+    }
+
+    #[cold]
+    fn not_locked(
+        &self,
+        rc: i32,
+        call: &str,
+    ) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
         match rc {
-            0 => Ok(guard()),
             libc::EOWNERDEAD => {
                 // SAFETY: EOWNERDEAD means this thread now holds the mutex. Marking it
                 // consistent lets it be locked again after this guard unlocks it; the caller
                 // is told through `OwnerDied` to repair the data first.
                 let rc = unsafe { libc::pthread_mutex_consistent(self.raw()) };
                 assert_eq!(rc, 0, "pthread_mutex_consistent by the new owner");
-                Err(TryAcquireError::OwnerDied(OwnerDied { guard: guard() }))
+                Err(TryAcquireError::OwnerDied(OwnerDied {
+                    guard: Guard::new(self),
+                }))
             }
             libc::EBUSY | libc::ETIMEDOUT => Err(TryAcquireError::WouldBlock),
             // The other errors (EINVAL, EDEADLK, ENOTRECOVERABLE, …) cannot happen with a mutex
@@ -306,6 +332,16 @@ pub struct Guard<'a, T: Plain> {
     _not_send: PhantomData<*const ()>,
 }
 
+impl<'a, T: Plain> Guard<'a, T> {
+    /// Only once the calling thread holds `mutex`.
+    fn new(mutex: &'a ProcessMutex<T>) -> Guard<'a, T> {
+        Guard {
+            mutex,
+            _not_send: PhantomData,
+        }
+    }
+}
+
 // SAFETY: a `&Guard` only gives `&T`, which may be shared between threads when `T: Sync`.
 unsafe impl<T: Plain + Sync> Sync for Guard<'_, T> {}
 
@@ -313,14 +349,14 @@ impl<T: Plain> Deref for Guard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
         // SAFETY: the guard holds the mutex, so no one else touches the data now.
-        unsafe { &*self.mutex.inner.data.get() }
+        unsafe { &*self.mutex.inner().data.get() }
     }
 }
 
 impl<T: Plain> DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this the only borrow through the guard.
-        unsafe { &mut *self.mutex.inner.data.get() }
+        unsafe { &mut *self.mutex.inner().data.get() }
     }
 }
 
