@@ -2,7 +2,8 @@
 
 Part 3 differs by nature: Python's Lock stays taken when its holder dies (python/cpython
 gh-88304), so where the Rust workers are told and repair, this script gives up after a
-timeout instead of hanging. Part 4's last line differs too: Python has no poisoning.
+timeout instead of hanging. Part 4's line about a holder that raised differs too: Python
+has no poisoning.
 
 Run with: python3 demo-lock/python/lock.py [--no-lock] [--holder-dies] [--threads]
 """
@@ -106,9 +107,24 @@ def threads():
     mutex = threading.Lock()
     if mutex.acquire(1):
         say("执行操作")
+        say("acquire(False) is try_lock:", "taken" if mutex.acquire(False) else "busy")
     mutex.release()
 
     counter, lock = 0, threading.Lock()
+
+    def holder():
+        nonlocal counter
+        with lock:
+            counter += 1  # The first half of an update.
+            raise RuntimeError("a holder panics while it holds the lock")
+
+    t = threading.Thread(target=holder, name="holder")
+    t.start()
+    t.join()
+    if lock.acquire(False):
+        say("after a holder panicked: the lock is free, nothing says so")
+        lock.release()
+    counter = 0
 
     def add():
         nonlocal counter
@@ -122,23 +138,7 @@ def threads():
     for t in workers:
         t.join()
     say(f"{WORKERS} threads: counter = {counter} (expected {TOTAL})")
-
-    lock.acquire()
-    say("acquire(False) is try_lock:", "taken" if lock.acquire(False) else "busy")
-    lock.release()
-
-    def holder():
-        nonlocal counter
-        with lock:
-            counter += 1
-            raise RuntimeError("thread-5 panics while it holds the lock")
-
-    t = threading.Thread(target=holder, name="thread-5")
-    t.start()
-    t.join()
-    if lock.acquire(False):
-        say("after a holder panicked: the lock is free, nothing says so")
-        lock.release()
+    assert counter == TOTAL
 
 
 def main():

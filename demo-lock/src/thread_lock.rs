@@ -26,9 +26,34 @@ pub fn run() -> io::Result<()> {
     let mutex = Mutex::new(());
     if let Ok(_guard) = mutex.lock() {
         say!("执行操作");
+        let busy = matches!(mutex.try_lock(), Err(TryLockError::WouldBlock));
+        say!(
+            "acquire(False) is try_lock: {}",
+            if busy { "busy" } else { "taken" }
+        );
     } // mutex.release(): the guard's drop, here.
 
+    // Python's `with mutex:` releases the lock on an exception and says nothing; a guard
+    // dropped by a panic releases it too, but marks the mutex poisoned: the data may be half
+    // updated, and every later `lock()` says so until the poison is cleared.
     let counter = Mutex::new(0u64);
+    thread::scope(|s| {
+        let holder = thread::Builder::new().name("holder".into());
+        let holder = holder.spawn_scoped(s, || {
+            let mut guard = counter.lock().unwrap();
+            *guard += 1; // The first half of an update.
+            panic!("a holder panics while it holds the lock");
+        })?;
+        assert!(holder.join().is_err(), "the holder panicked");
+        io::Result::Ok(())
+    })?;
+    if let Err(poisoned) = counter.lock() {
+        let mut value = poisoned.into_inner();
+        say!("after a holder panicked: lock() says poisoned, counter {value}; repaired to 0");
+        *value = 0;
+        counter.clear_poison();
+    }
+
     thread::scope(|s| {
         for i in 1..=WORKERS {
             let add = || (0..N).for_each(|_| *counter.lock().unwrap() += 1);
@@ -38,38 +63,8 @@ pub fn run() -> io::Result<()> {
         }
         io::Result::Ok(())
     })?;
-    say!(
-        "{WORKERS} threads: counter = {} (expected {TOTAL})",
-        counter.lock().unwrap()
-    );
-
-    let guard = counter.lock().unwrap();
-    let busy = matches!(counter.try_lock(), Err(TryLockError::WouldBlock));
-    say!(
-        "acquire(False) is try_lock: {}",
-        if busy { "busy" } else { "taken" }
-    );
-    drop(guard);
-
-    // Python's `with mutex:` releases the lock on an exception and says nothing; a guard
-    // dropped by a panic releases it too, but marks the mutex poisoned: the data may be half
-    // updated, and every later `lock()` says so.
-    thread::scope(|s| {
-        let holder = thread::Builder::new().name("thread-5".into());
-        let holder = holder.spawn_scoped(s, || {
-            let mut guard = counter.lock().unwrap();
-            *guard += 1;
-            panic!("thread-5 panics while it holds the lock");
-        })?;
-        assert!(holder.join().is_err(), "thread-5 panicked");
-        io::Result::Ok(())
-    })?;
-    match counter.lock() {
-        Err(poisoned) => {
-            let counter = poisoned.into_inner();
-            say!("after a holder panicked: lock() says poisoned, counter {counter}");
-        }
-        Ok(_) => say!("after a holder panicked: the lock is free, nothing says so"),
-    }
+    let total = *counter.lock().unwrap();
+    say!("{WORKERS} threads: counter = {total} (expected {TOTAL})");
+    assert_eq!(total, TOTAL);
     Ok(())
 }
