@@ -41,38 +41,12 @@ macro_rules! plain {
         unsafe impl Plain for $t {}
     )* };
 }
-plain!(
-    (),
-    bool,
-    char,
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    isize,
-    f32,
-    f64
-);
-plain!(
-    atomic::AtomicBool,
-    atomic::AtomicU8,
-    atomic::AtomicU16,
-    atomic::AtomicU32
-);
-plain!(
-    atomic::AtomicU64,
-    atomic::AtomicUsize,
-    atomic::AtomicI8,
-    atomic::AtomicI16
-);
-plain!(atomic::AtomicI32, atomic::AtomicI64, atomic::AtomicIsize);
+plain! {
+    (), bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64,
+    atomic::AtomicBool, atomic::AtomicU8, atomic::AtomicU16, atomic::AtomicU32,
+    atomic::AtomicU64, atomic::AtomicUsize, atomic::AtomicI8, atomic::AtomicI16,
+    atomic::AtomicI32, atomic::AtomicI64, atomic::AtomicIsize
+}
 // SAFETY: an array of plain values is plain values side by side.
 unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
 // SAFETY: a tuple of plain values is plain values side by side.
@@ -230,7 +204,8 @@ impl<T: Plain> ProcessMutex<T> {
     }
 
     /// Python's `acquire()`: waits for the lock. `Err(OwnerDied)` still holds the lock: its
-    /// previous owner died holding it, so repair the data, then use `into_guard`.
+    /// previous owner died holding it, so repair the data, then use `into_guard`. As with
+    /// Python's Lock and `std::sync::Mutex`, a thread that acquires twice waits for itself.
     pub fn acquire(&self) -> Result<Guard<'_, T>, OwnerDied<Guard<'_, T>>> {
         // SAFETY: the mutex was initialised in `new` and stays mapped while `self` lives.
         let rc = unsafe { libc::pthread_mutex_lock(self.raw()) };
