@@ -1,0 +1,113 @@
+//! 进程锁 (process lock): Python's `multiprocessing.Lock` as a robust process-shared mutex,
+//! and why a lock matters. Then `holder_dies.rs`: what Python's Lock cannot survive; and
+//! 线程锁 (thread lock, `thread_lock.rs`): `threading.Lock` as `std::sync::Mutex`.
+//!
+//! The note's Python:
+//!
+//! ```python
+//! import multiprocessing as mp
+//! l = mp.Lock() # 定义一个进程锁
+//! l.acquire() # 锁住
+//! l.release() # 释放
+//! ```
+//!
+//! Run with: `cargo run -p demo-lock`
+
+mod demo;
+mod holder_dies;
+mod process;
+mod process_lock;
+mod thread_lock;
+mod workers;
+
+use std::io;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use demo::{Args, say};
+use process::Process;
+use process_lock::{Lock, ProcessMutex, Shared};
+use workers::{N, TOTAL, WORKERS, join_all, start_workers};
+
+const USAGE: &str = "\
+Usage: demo-lock [--no-lock] [--holder-dies] [--threads] [--help]
+
+Runs the note's lock lines; 4 processes adding to a shared counter, without and with the lock
+(--no-lock); a holder killed while it holds the lock (--holder-dies); the thread lock
+(--threads). Each flag runs its part alone.
+
+Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
+";
+
+fn main() -> ExitCode {
+    let mut args = Args::parse(USAGE);
+    let only = [
+        args.flag("--no-lock"),
+        args.flag("--holder-dies"),
+        args.flag("--threads"),
+    ];
+    args.finish();
+    let all = only == [false; 3];
+    let parts = [
+        (all, note_lines as fn() -> io::Result<()>),
+        (all || only[0], no_lock),
+        (all || only[1], holder_dies::run),
+        (all || only[2], thread_lock::run),
+    ];
+    for (_, part) in parts.into_iter().filter(|(on, _)| *on) {
+        if let Err(e) = part() {
+            eprintln!("demo-lock: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn note_lines() -> io::Result<()> {
+    say!("1. the note: l = mp.Lock(); l.acquire(); l.release()");
+    let l = Lock::new(())?;
+    let guard = l.acquire().unwrap(); // Err would mean a holder died: none has yet.
+    say!("acquire(): the lock is taken");
+    let mut p = Process::new(try_to_acquire, l.clone());
+    p.start()?;
+    p.join()?;
+    drop(guard); // l.release(): the guard's drop, which also runs if this code panics.
+    say!("release(): the lock is free");
+    Ok(())
+}
+
+/// Python's acquire(False) and acquire(timeout=0.2): both give up while the parent holds it.
+fn try_to_acquire(l: Lock) {
+    let got = |taken: bool| if taken { "True" } else { "False, busy" };
+    say!("acquire(False) returns {}", got(l.try_acquire().is_ok()));
+    let timeout = demo::scaled(0.2);
+    say!(
+        "acquire(timeout=0.2) returns {}",
+        got(l.acquire_timeout(timeout).is_ok())
+    );
+}
+
+fn no_lock() -> io::Result<()> {
+    say!("2. {WORKERS} processes add 1 to a counter in shared memory {N} times each, no lock");
+    let counter = Shared::new(AtomicU64::new(0))?;
+    join_all(start_workers(add_unlocked, &counter)?)?;
+    say!("counter = {} (expected {TOTAL})", counter.load(Relaxed));
+
+    say!("the same with each increment under the lock");
+    let counter = ProcessMutex::new(0u64)?;
+    join_all(start_workers(add_locked, &counter)?)?;
+    let total = *counter.acquire().unwrap();
+    say!("counter = {total} (expected {TOTAL})");
+    assert_eq!(total, TOTAL);
+    Ok(())
+}
+
+/// Python's `counter.value += 1` is a read then a write, and so is this: another process may
+/// write in between, and its write is lost. (Atomics make it a lost update, not UB.)
+fn add_unlocked(counter: &Shared<AtomicU64>) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
+}
+
+fn add_locked(counter: &ProcessMutex<u64>) {
+    *counter.acquire().unwrap() += 1; // Released at the end of the statement.
+}

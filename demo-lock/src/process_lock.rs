@@ -1,0 +1,577 @@
+//! A lock shared by processes, Python's `multiprocessing.Lock`, that can also own the data it
+//! guards as `std::sync::Mutex<T>` does: a robust, process-shared pthread mutex in an anonymous
+//! shared mapping. `Shared<T>` puts a value in shared memory without a lock.
+//!
+//! Make them before `fork`: a child inherits the mapping, so parent and children see the same
+//! memory. A clone is another handle to the same memory, to move into a child (Python passes
+//! the lock in `args`).
+//!
+//! What differs from Python:
+//! - `acquire` returns a guard and the lock is released when the guard is dropped: Python's
+//!   `release()`, or the end of a `with` block. A panic drops the guard too, as an exception
+//!   leaves `with`.
+//! - It is robust. Python's Lock is a semaphore that stays taken for ever when its holder dies
+//!   (python/cpython gh-88304). Here the next acquirer gets the lock inside an
+//!   `Err(OwnerDied)`, so it cannot miss that the data may be half updated and must be repaired.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::ops::{Deref, DerefMut};
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+use std::sync::atomic;
+use std::time::Duration;
+
+/// A type whose values may live in memory shared by processes.
+///
+/// # Safety
+///
+/// The type holds no pointer or reference (an address made in one process means nothing in
+/// another), needs no drop, and any interior mutability it has works across processes
+/// (atomics do; `std::sync::Mutex`, whose futex is private to one process, does not).
+pub unsafe trait Plain: Send + 'static {}
+
+macro_rules! plain {
+    ($($t:ty),*) => { $(
+        // SAFETY: numbers, and atomics built on them: no pointers, no drop, and atomic
+        // instructions work on shared memory between processes as between threads.
+        unsafe impl Plain for $t {}
+    )* };
+}
+plain! {
+    (), bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64,
+    atomic::AtomicBool, atomic::AtomicU8, atomic::AtomicU16, atomic::AtomicU32,
+    atomic::AtomicU64, atomic::AtomicUsize, atomic::AtomicI8, atomic::AtomicI16,
+    atomic::AtomicI32, atomic::AtomicI64, atomic::AtomicIsize
+}
+// SAFETY: an array of plain values is plain values side by side.
+unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
+// SAFETY: a tuple of plain values is plain values side by side.
+unsafe impl<A: Plain, B: Plain> Plain for (A, B) {}
+// SAFETY: as for pairs.
+unsafe impl<A: Plain, B: Plain, C: Plain> Plain for (A, B, C) {}
+
+/// A `T` in an anonymous shared mapping: the memory that survives `fork` as *one* copy.
+struct Mapping<T> {
+    ptr: NonNull<T>,
+}
+
+// SAFETY: a mapping only hands out `&T` and never drops the `T`, so sending or sharing it
+// between threads is sound when `&T` may be shared, that is when `T: Sync`.
+unsafe impl<T: Sync> Send for Mapping<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Sync> Sync for Mapping<T> {}
+
+impl<T> Mapping<T> {
+    const LEN: usize = if size_of::<T>() == 0 {
+        1
+    } else {
+        size_of::<T>()
+    };
+
+    fn new(value: T) -> io::Result<Mapping<T>> {
+        assert!(align_of::<T>() <= 4096, "a mapping is only page-aligned");
+        let (prot, flags) = (
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+        );
+        // SAFETY: a new anonymous mapping, at an address the kernel picks, touches no memory
+        // that Rust knows about.
+        let ptr = unsafe { libc::mmap(ptr::null_mut(), Self::LEN, prot, flags, -1, 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<T>()).expect("mmap succeeded, so not null");
+        // SAFETY: the mapping is page-aligned, at least `size_of::<T>()` bytes long, and no one
+        // else can see it yet.
+        unsafe { ptr.as_ptr().write(value) };
+        Ok(Mapping { ptr })
+    }
+}
+
+impl<T> Deref for Mapping<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the `T` was written in `new` and stays mapped until `self` is dropped.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> Drop for Mapping<T> {
+    /// Unmaps this process's view only; a child keeps its own. The `T` is never dropped (and
+    /// a mutex never destroyed): another process may still be using it.
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours and nothing borrows from it any more.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), Self::LEN) };
+    }
+}
+
+/// A value in memory shared by processes, for atomics: `Shared::new(AtomicU64::new(0))`.
+/// Python's `multiprocessing.Value(..., lock=False)`.
+pub struct Shared<T: Plain + Sync>(Arc<Mapping<T>>);
+
+impl<T: Plain + Sync> Shared<T> {
+    pub fn new(value: T) -> io::Result<Shared<T>> {
+        Ok(Shared(Arc::new(Mapping::new(value)?)))
+    }
+}
+
+impl<T: Plain + Sync> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T: Plain + Sync> Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Python's `multiprocessing.Lock()`: a process mutex that guards nothing but itself.
+pub type Lock = ProcessMutex<()>;
+
+/// A mutex shared by processes that owns the `T` it guards, as `std::sync::Mutex<T>` does.
+pub struct ProcessMutex<T: Plain> {
+    /// Where the mapping is, kept beside it so that locking follows one pointer, not two.
+    inner: NonNull<Inner<T>>,
+    mapping: Arc<Mapping<Inner<T>>>,
+}
+
+#[repr(C)]
+struct Inner<T> {
+    mutex: UnsafeCell<libc::pthread_mutex_t>,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the data is only reached through a guard, which holds the mutex; like
+// `std::sync::Mutex<T>`, sharing it only needs `T: Send`.
+unsafe impl<T: Send> Sync for Inner<T> {}
+
+// SAFETY: `inner` points into `mapping`, which is Send and Sync when `Inner<T>` is Sync, that
+// is when `T: Send`; the pointer adds nothing that a reference to the mapping would not.
+unsafe impl<T: Plain> Send for ProcessMutex<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Plain> Sync for ProcessMutex<T> {}
+
+impl<T: Plain> Clone for ProcessMutex<T> {
+    fn clone(&self) -> Self {
+        ProcessMutex {
+            inner: self.inner,
+            mapping: self.mapping.clone(),
+        }
+    }
+}
+
+impl<T: Plain> ProcessMutex<T> {
+    /// A robust process-shared mutex around `value`, in a new shared mapping.
+    pub fn new(value: T) -> io::Result<ProcessMutex<T>> {
+        let mutex = UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER);
+        let inner = Mapping::new(Inner {
+            mutex,
+            data: UnsafeCell::new(value),
+        })?;
+        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: `attr` is initialised by pthread_mutexattr_init before it is used, and
+        // destroyed after. The mutex is initialised once, in place in the shared mapping where
+        // it stays, before any other thread or process can reach it.
+        let rc = unsafe {
+            let attr = attr.as_mut_ptr();
+            let mut rc = libc::pthread_mutexattr_init(attr);
+            if rc == 0 {
+                rc = libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED);
+                if rc == 0 {
+                    rc = libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST);
+                }
+                if rc == 0 {
+                    rc = libc::pthread_mutex_init(inner.mutex.get(), attr);
+                }
+                libc::pthread_mutexattr_destroy(attr);
+            }
+            rc
+        };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(ProcessMutex {
+            inner: inner.ptr,
+            mapping: Arc::new(inner),
+        })
+    }
+
+    /// Python's `acquire()`: waits for the lock. `Err(OwnerDied)` still holds the lock: its
+    /// previous owner died holding it, so repair the data, then use `into_guard`. As with
+    /// Python's Lock and `std::sync::Mutex`, a thread that acquires twice waits for itself.
+    pub fn acquire(&self) -> Result<Guard<'_, T>, OwnerDied<Guard<'_, T>>> {
+        // SAFETY: the mutex was initialised in `new` and stays mapped while `self` lives.
+        let rc = unsafe { libc::pthread_mutex_lock(self.raw()) };
+        match self.locked(rc, "pthread_mutex_lock") {
+            Ok(guard) => Ok(guard),
+            Err(TryAcquireError::OwnerDied(died)) => Err(died),
+            Err(TryAcquireError::WouldBlock) => unreachable!("pthread_mutex_lock waits"),
+        }
+    }
+
+    /// Python's `acquire(False)`: takes the lock only if it is free now.
+    pub fn try_acquire(&self) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
+        // SAFETY: as in `acquire`.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.raw()) };
+        self.locked(rc, "pthread_mutex_trylock")
+    }
+
+    /// Python's `acquire(timeout=…)`: waits at most `timeout`, then gives up with `WouldBlock`.
+    /// The deadline is on the wall clock (`CLOCK_REALTIME`), as POSIX defines it.
+    pub fn acquire_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
+        let deadline = deadline(timeout);
+        // SAFETY: as in `acquire`; `deadline` is a valid timespec that outlives the call.
+        let rc = unsafe { libc::pthread_mutex_timedlock(self.raw(), &deadline) };
+        self.locked(rc, "pthread_mutex_timedlock")
+    }
+
+    fn inner(&self) -> &Inner<T> {
+        // SAFETY: `inner` points into the mapping, which `self.mapping` keeps mapped.
+        unsafe { self.inner.as_ref() }
+    }
+
+    fn raw(&self) -> *mut libc::pthread_mutex_t {
+        self.inner().mutex.get()
+    }
+
+    /// Turns the return code of a lock call into a guard, or says why there is none.
+    #[inline]
+    fn locked(&self, rc: i32, call: &str) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
+        if rc == 0 {
+            Ok(Guard::new(self))
+        } else {
+            self.not_locked(rc, call)
+        }
+    }
+
+    #[cold]
+    fn not_locked(
+        &self,
+        rc: i32,
+        call: &str,
+    ) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
+        match rc {
+            libc::EOWNERDEAD => {
+                // SAFETY: EOWNERDEAD means this thread now holds the mutex. Marking it
+                // consistent lets it be locked again after this guard unlocks it; the caller
+                // is told through `OwnerDied` to repair the data first.
+                let rc = unsafe { libc::pthread_mutex_consistent(self.raw()) };
+                assert_eq!(rc, 0, "pthread_mutex_consistent by the new owner");
+                Err(TryAcquireError::OwnerDied(OwnerDied {
+                    guard: Guard::new(self),
+                }))
+            }
+            libc::EBUSY | libc::ETIMEDOUT => Err(TryAcquireError::WouldBlock),
+            // The other errors (EINVAL, EDEADLK, ENOTRECOVERABLE, …) cannot happen with a mutex
+            // set up by `new` and made consistent after every owner death: a bug.
+            _ => panic!("{call}: {}", io::Error::from_raw_os_error(rc)),
+        }
+    }
+}
+
+/// The wall-clock time `timeout` from now, saturating far in the future.
+fn deadline(timeout: Duration) -> libc::timespec {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec into the one it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    let nanos = now.tv_nsec + timeout.subsec_nanos() as libc::c_long;
+    let secs = libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX);
+    libc::timespec {
+        tv_sec: now
+            .tv_sec
+            .saturating_add(secs)
+            .saturating_add(nanos / 1_000_000_000),
+        tv_nsec: nanos % 1_000_000_000,
+    }
+}
+
+/// Holds a `ProcessMutex` and gives access to its data; unlocks it when dropped.
+///
+/// Not `Send`: a pthread mutex must be unlocked by the thread that locked it.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct Guard<'a, T: Plain> {
+    mutex: &'a ProcessMutex<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a, T: Plain> Guard<'a, T> {
+    /// Only once the calling thread holds `mutex`.
+    fn new(mutex: &'a ProcessMutex<T>) -> Guard<'a, T> {
+        Guard {
+            mutex,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+// SAFETY: a `&Guard` only gives `&T`, which may be shared between threads when `T: Sync`.
+unsafe impl<T: Plain + Sync> Sync for Guard<'_, T> {}
+
+impl<T: Plain> Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the mutex, so no one else touches the data now.
+        unsafe { &*self.mutex.inner().data.get() }
+    }
+}
+
+impl<T: Plain> DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` makes this the only borrow through the guard.
+        unsafe { &mut *self.mutex.inner().data.get() }
+    }
+}
+
+impl<T: Plain> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this thread locked the mutex when it made the guard and has not unlocked it.
+        let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.raw()) };
+        debug_assert_eq!(rc, 0, "pthread_mutex_unlock");
+    }
+}
+
+/// The lock was acquired, but its previous owner died holding it: the data may be half
+/// updated. Repair it through `into_guard`. Only the first acquirer after a death is told.
+pub struct OwnerDied<G> {
+    guard: G,
+}
+
+impl<G> OwnerDied<G> {
+    /// The guard of the lock, which this process now holds.
+    pub fn into_guard(self) -> G {
+        self.guard
+    }
+}
+
+impl<G> fmt::Debug for OwnerDied<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OwnerDied { .. }")
+    }
+}
+
+impl<G> fmt::Display for OwnerDied<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the previous owner of the lock died holding it")
+    }
+}
+
+impl<G> std::error::Error for OwnerDied<G> {}
+
+/// Why `try_acquire` or `acquire_timeout` returned without a clean guard.
+pub enum TryAcquireError<G> {
+    /// Another thread or process holds the lock (still, after the timeout).
+    WouldBlock,
+    /// The lock was acquired, but its previous owner died holding it.
+    OwnerDied(OwnerDied<G>),
+}
+
+impl<G> fmt::Debug for TryAcquireError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryAcquireError::WouldBlock => f.write_str("WouldBlock"),
+            TryAcquireError::OwnerDied(died) => write!(f, "{died:?}"),
+        }
+    }
+}
+
+impl<G> fmt::Display for TryAcquireError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryAcquireError::WouldBlock => f.write_str("the lock is held by someone else"),
+            TryAcquireError::OwnerDied(died) => write!(f, "{died}"),
+        }
+    }
+}
+
+impl<G> std::error::Error for TryAcquireError<G> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::Process;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::thread;
+
+    // A forked child's output is lost inside the test harness: these tests check exit codes
+    // and the shared data, never printed lines.
+
+    /// Starts a child that takes `mutex`, stores `value` in it, says so through a socket and
+    /// holds it until it is killed. Returns once the child holds it.
+    fn holder(mutex: &ProcessMutex<u64>, value: u64) -> Process {
+        let (mut here, mut there) = UnixStream::pair().unwrap();
+        let mutex = mutex.clone();
+        let mut p = Process::new(
+            move |_: ()| {
+                let mut guard = mutex.acquire().unwrap();
+                *guard = value;
+                there.write_all(b"!").unwrap();
+                loop {
+                    thread::park();
+                }
+            },
+            (),
+        );
+        p.start().unwrap();
+        // The parent's end of `there` went with the closure: if the child dies first, this
+        // read ends with an error instead of waiting.
+        here.read_exact(&mut [0])
+            .expect("the holder says it holds the lock");
+        p
+    }
+
+    /// Unwinds as a panic does, without the panic hook: the hook takes a lock that another
+    /// test thread may have held when this process was forked, and would wait on it for ever.
+    fn unwind_quietly() -> ! {
+        std::panic::resume_unwind(Box::new("a holder panics"))
+    }
+
+    #[test]
+    fn four_processes_count_exactly() {
+        let counter = ProcessMutex::new(0u64).unwrap();
+        let mut children: Vec<Process> = (0..4)
+            .map(|_| {
+                let counter = counter.clone();
+                Process::new(
+                    move |_: ()| (0..10_000).for_each(|_| *counter.acquire().unwrap() += 1),
+                    (),
+                )
+            })
+            .collect();
+        children.iter_mut().for_each(|p| p.start().unwrap());
+        for p in &mut children {
+            assert_eq!(p.join().unwrap(), 0);
+        }
+        assert_eq!(*counter.acquire().unwrap(), 40_000);
+    }
+
+    #[test]
+    fn try_acquire_and_acquire_timeout_fail_while_another_process_holds_it() {
+        let mutex = ProcessMutex::new(0u64).unwrap();
+        let mut p = holder(&mutex, 1);
+        assert!(matches!(
+            mutex.try_acquire(),
+            Err(TryAcquireError::WouldBlock)
+        ));
+        let timed = mutex.acquire_timeout(Duration::from_millis(20));
+        assert!(matches!(timed, Err(TryAcquireError::WouldBlock)));
+        p.kill().unwrap();
+        assert_eq!(p.join().unwrap(), -9);
+    }
+
+    #[test]
+    fn the_next_acquirer_after_a_sigkill_is_told_and_can_repair() {
+        let mutex = ProcessMutex::new(0u64).unwrap();
+        let mut p = holder(&mutex, 99);
+        p.kill().unwrap();
+        assert_eq!(p.join().unwrap(), -9);
+        let Err(died) = mutex.acquire() else {
+            panic!("not told that the owner died")
+        };
+        let mut guard = died.into_guard();
+        assert_eq!(*guard, 99, "the dead owner's write is visible");
+        *guard = 0;
+        drop(guard);
+        // Told once: the mutex is consistent again and works as before.
+        assert_eq!(*mutex.try_acquire().unwrap(), 0);
+        assert_eq!(*mutex.acquire_timeout(Duration::from_secs(60)).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_waiting_acquire_timeout_is_told_too() {
+        let mutex = ProcessMutex::new(0u64).unwrap();
+        let mut p = holder(&mutex, 5);
+        p.kill().unwrap();
+        let Err(TryAcquireError::OwnerDied(died)) = mutex.acquire_timeout(Duration::from_secs(60))
+        else {
+            panic!("not told that the owner died")
+        };
+        assert_eq!(*died.into_guard(), 5);
+        assert_eq!(p.join().unwrap(), -9);
+    }
+
+    #[test]
+    fn a_panic_in_another_process_releases_the_lock() {
+        let mutex = ProcessMutex::new(0u64).unwrap();
+        let child = mutex.clone();
+        let mut p = Process::new(
+            move |_: ()| {
+                let mut guard = child.acquire().unwrap();
+                *guard = 7;
+                unwind_quietly();
+            },
+            (),
+        );
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 1);
+        // Released by the unwinding, not found by the kernel after the child's death: had
+        // the guard not been dropped, this would be `OwnerDied`.
+        assert_eq!(*mutex.try_acquire().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_panic_in_a_thread_releases_the_lock() {
+        let mutex = ProcessMutex::new(0u64).unwrap();
+        let result = thread::scope(|s| {
+            s.spawn(|| {
+                let _guard = mutex.acquire().unwrap();
+                unwind_quietly();
+            })
+            .join()
+        });
+        assert!(result.is_err());
+        assert!(mutex.try_acquire().is_ok());
+    }
+
+    #[test]
+    fn a_thread_that_ends_holding_the_lock_is_an_owner_that_died() {
+        let mutex = ProcessMutex::new(0u64).unwrap();
+        // An explicit join, which waits for the thread's real exit, when the kernel marks the
+        // mutex; the end of a scope only waits for the closure to return.
+        thread::scope(|s| {
+            s.spawn(|| std::mem::forget(mutex.acquire().unwrap()))
+                .join()
+        })
+        .unwrap();
+        assert!(matches!(
+            mutex.try_acquire(),
+            Err(TryAcquireError::OwnerDied(_))
+        ));
+    }
+
+    #[test]
+    fn shared_memory_is_seen_by_parent_and_child() {
+        let shared = Shared::new(AtomicU64::new(0)).unwrap();
+        let child = shared.clone();
+        let mut p = Process::new(move |_: ()| child.store(42, Ordering::Relaxed), ());
+        p.start().unwrap();
+        assert_eq!(p.join().unwrap(), 0);
+        assert_eq!(shared.load(Ordering::Relaxed), 42);
+    }
+
+    #[test]
+    fn a_lock_guards_zero_sized_data() {
+        let lock = Lock::new(()).unwrap();
+        let guard = lock.acquire().unwrap();
+        assert!(matches!(
+            lock.try_acquire(),
+            Err(TryAcquireError::WouldBlock)
+        ));
+        drop(guard);
+        assert!(lock.try_acquire().is_ok());
+    }
+}
