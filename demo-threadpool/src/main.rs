@@ -16,29 +16,36 @@
 //!     print(i.url)
 //! ```
 //!
-//! Run with: `cargo run -p demo-threadpool` (or give URLs to fetch them for real)
+//! Run with: `cargo run -p demo-threadpool` (or give URLs to fetch them for real; add
+//! `--timeline pool.svg` to draw which thread fetched which URL, and when)
 
 mod demo;
 mod fetch;
 mod pool;
 mod server;
+mod timeline;
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use demo::{Args, say};
 use fetch::{Agents, fetch};
 use pool::Pool;
 use server::{Server, Site};
+use timeline::Timeline;
 
 const USAGE: &str = "\
-Usage: demo-threadpool [--help] [URL...]
+Usage: demo-threadpool [--help] [--timeline FILE] [URL...]
 
 Fetches URLs through a pool of 4 threads with map, prints each one's url, status and size in
 the order given, then times the same fetches one by one. With no URL it serves the note's five
 sites from 127.0.0.1 (each answers after 0.1 to 0.5 s) and fetches those: no network needed.
 Exit code 1 if a fetch failed, 2 for a malformed URL (nothing is fetched then).
+--timeline FILE also draws the pool's fetches as an SVG: a lane per thread, a bar per URL.
 
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1); HTTP(S)_PROXY, if set, is
 used for hosts other than loopback.
@@ -54,14 +61,21 @@ const SITES: &[Site] = &[
 ];
 
 fn main() -> ExitCode {
-    let urls = Args::parse(USAGE).finish();
+    let mut args = Args::parse(USAGE);
+    let picture = args.value("--timeline");
+    let urls = args.finish();
     // A malformed URL stops the demo before anything is fetched.
     for url in &urls {
         if let Err(e) = fetch::check(url) {
             demo::fail(&e);
         }
     }
-    match try_main(urls) {
+    // A file that cannot be written stops the demo before it starts, as a bad flag does.
+    let picture = picture.map(|path| match File::create(&path) {
+        Ok(file) => (path, file),
+        Err(e) => demo::fail(&format!("cannot write the timeline to {path}: {e}")),
+    });
+    match try_main(urls, picture) {
         Ok(0) => ExitCode::SUCCESS,
         result => {
             let why = result.map_or_else(|e| e.to_string(), |n| format!("fetches failed: {n}"));
@@ -72,7 +86,7 @@ fn main() -> ExitCode {
 }
 
 /// Returns how many fetches failed.
-fn try_main(urls: Vec<String>) -> io::Result<usize> {
+fn try_main(urls: Vec<String>, picture: Option<(String, File)>) -> io::Result<usize> {
     let server = urls.is_empty().then(|| Server::start(SITES)).transpose()?;
     let urls = match &server {
         Some(server) => {
@@ -85,11 +99,14 @@ fn try_main(urls: Vec<String>) -> io::Result<usize> {
     let agents = Agents::new();
     let pool = Pool::new(4);
     let start = Instant::now();
-    let fetcher = agents.clone();
+    let (fetcher, timeline) = (agents.clone(), Arc::new(Timeline::new()));
+    let recorder = Arc::clone(&timeline);
     let results = pool.map(
         move |url: String| {
             say!("get {url}");
-            fetch(&fetcher, &url)
+            // On the timeline, a URL is its last part: the site's name, or the host.
+            let label = url.rsplit('/').find(|p| !p.is_empty()).unwrap_or("");
+            LANE.with(|lane| recorder.record(lane, label, || fetch(&fetcher, &url)))
         },
         urls.clone(),
     );
@@ -115,5 +132,18 @@ fn try_main(urls: Vec<String>) -> io::Result<usize> {
     let serial = start.elapsed().as_secs_f64() * 1e3;
     say!("all fetches through a pool of 4 threads: {pooled:.0} ms; one by one: {serial:.0} ms");
     drop(server); // Stops the server and joins its threads.
+    if let Some((path, mut file)) = picture {
+        let title = format!("pool.map: {} fetches in a pool of 4 threads", urls.len());
+        file.write_all(timeline::svg(&title, &timeline.bars()).as_bytes())?;
+        say!("wrote timeline to {path}");
+    }
     Ok(failed)
+}
+
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The timeline's lane: every pool thread is named `pool`, so each gets a number, in the
+    /// order the threads start their first fetch.
+    static LANE: String = format!("pool thread {}", THREADS.fetch_add(1, Ordering::Relaxed));
 }

@@ -184,3 +184,53 @@ fn bad_input_is_one_line_and_exit_code_2() {
             .starts_with("Usage: demo-threadpool")
     );
 }
+
+/// A directory of its own under the system's temp dir, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn the_timeline_has_a_bar_per_fetch_and_a_lane_per_thread() {
+    let dir = TempDir::new("demo-threadpool-timeline");
+    let path = dir.0.join("pool.svg");
+    let out = run(demo().arg("--timeline").arg(&path));
+    assert!(out.status.success(), "{out:?}");
+    let lines = lines(&out);
+    // The flagless output, then one line more.
+    assert_eq!(lines.len(), 13, "{lines:?}");
+    assert_eq!(lines[12], format!("wrote timeline to {}", path.display()));
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
+    assert_eq!(svg.matches("class=\"bar\"").count(), 5, "{svg}");
+    let lanes = svg.matches("class=\"lane\"").count();
+    assert!((1..=4).contains(&lanes), "{lanes} lanes for 4 threads");
+    for site in ["www.baidu.com", "www.qq.com", "www.taobao.com"] {
+        assert!(svg.contains(&format!("<title>{site}: ")), "{site}");
+    }
+}
+
+#[test]
+fn an_unwritable_timeline_is_one_line_and_exit_code_2_before_any_fetch() {
+    let dir = TempDir::new("demo-threadpool-unwritable");
+    let path = dir.0.join("no-such-dir").join("pool.svg");
+    let out = run(demo().arg("--timeline").arg(&path));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "the demo started");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no-such-dir"), "{stderr}");
+    assert!(!path.exists());
+}
