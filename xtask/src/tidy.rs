@@ -78,19 +78,25 @@ fn demo_manifests_agree_and_stand_alone() {
     }
 }
 
+/// Files that stand in several crates, so that each crate can be copied out alone, must not
+/// drift apart: each copy equals the first crate's (demo.rs stands in every crate).
 #[test]
 fn shared_files_are_identical_in_every_demo() {
-    for file in ["src/demo.rs", "src/process.rs"] {
-        let original = std::fs::read_to_string(root().join("demo-process").join(file)).unwrap();
-        for name in demos::discover().unwrap() {
-            let path = root().join(&name).join(file);
-            if file == "src/demo.rs" || path.exists() {
-                let copy = std::fs::read_to_string(&path).unwrap_or_default();
-                assert!(
-                    copy == original,
-                    "{name}/{file} differs from demo-process/{file}: copy it again"
-                );
-            }
+    let names = demos::discover().unwrap();
+    for file in ["src/demo.rs", "src/process.rs", "src/timeline.rs"] {
+        let copies: Vec<(&String, String)> = names
+            .iter()
+            .filter_map(|n| Some((n, std::fs::read_to_string(root().join(n).join(file)).ok()?)))
+            .collect();
+        if file == "src/demo.rs" {
+            assert_eq!(copies.len(), names.len(), "every demo crate has {file}");
+        }
+        for (name, copy) in &copies[1..] {
+            assert!(
+                copy == &copies[0].1,
+                "{name}/{file} differs from {}/{file}: copy it again",
+                copies[0].0
+            );
         }
     }
 }
