@@ -54,7 +54,7 @@ fn add_or_repair(counter: &Committed) {
     let mut guard = counter.acquire().unwrap_or_else(|died| {
         let mut guard = died.into_guard();
         let (value, committed) = *guard;
-        say!("told the owner died holding the lock: counter {value} rolled back to {committed}");
+        say!("the lock's owner died in the middle: counter {value} rolled back to {committed}");
         guard.0 = committed;
         guard
     });

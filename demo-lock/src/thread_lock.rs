@@ -49,7 +49,7 @@ pub fn run() -> io::Result<()> {
     })?;
     if let Err(poisoned) = counter.lock() {
         let mut value = poisoned.into_inner();
-        say!("after a holder panicked: lock() says poisoned, counter {value}; repaired to 0");
+        say!("after a holder panicked: the mutex is poisoned, counter {value}; repaired to 0");
         *value = 0;
         counter.clear_poison();
     }

@@ -146,7 +146,7 @@ fn the_holder_dies_and_another_process_is_told_and_repairs() {
         &out.stdout,
         "holding the lock in the middle of an update",
     ));
-    let repairer = pid(line(&out.stdout, "told the owner died"));
+    let repairer = pid(line(&out.stdout, "the lock's owner died"));
     assert!(holder != main && repairer != main && repairer != holder);
     assert!(line(&out.stdout, "exitcode").contains("exitcode -9"));
     assert_eq!(
@@ -164,7 +164,7 @@ fn threads_count_exactly_and_a_panicking_holder_poisons_the_mutex() {
     let out = run(&["--threads"]);
     assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
     let poisoned = line(&out.stdout, "after a holder panicked");
-    assert!(poisoned.ends_with("lock() says poisoned, counter 1; repaired to 0"));
+    assert!(poisoned.ends_with("the mutex is poisoned, counter 1; repaired to 0"));
     assert!(
         out.stderr
             .contains("a holder panics while it holds the lock")

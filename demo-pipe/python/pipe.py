@@ -8,7 +8,10 @@ import sys
 
 
 def say(text):
-    print(f"[pid {os.getpid()}] {text}", flush=True)
+    # One write per line: print() writes the text and the newline apart, and another
+    # process's line could come between them.
+    sys.stdout.write(f"[pid {os.getpid()}] {text}\n")
+    sys.stdout.flush()
 
 
 def f(conn):
