@@ -37,6 +37,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -45,7 +46,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::prctl;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::socket::{MsgFlags, recv};
+use nix::sys::socket::{MsgFlags, getsockopt, recv, setsockopt, sockopt};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid};
 use serde::Serialize;
@@ -287,6 +288,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
                 Some(Err(e)) => return Err(e.clone()),
                 None => {}
             }
+            self.slot.waiting.store(true, Ordering::Relaxed);
             outcome = match deadline {
                 None => self.slot.settled.wait(outcome).unwrap_or_else(PoisonError::into_inner),
                 Some(deadline) => {
@@ -324,17 +326,57 @@ struct State {
     workers: Vec<Worker>,
 }
 
-/// A task on its way: its frame until a worker has it, and where its result goes.
+/// A task on its way: its frame, kept until the result comes in case another worker must
+/// run it, and where its result goes.
 struct Job {
     frame: Vec<u8>,
     slot: Arc<Slot>,
 }
 
-/// A worker as the submitting threads see it: where to send tasks, and the one it runs.
+/// A worker as the submitting threads see it: where to send tasks, and the tasks sent to it
+/// whose results have not come back, oldest first.
 struct Worker {
     pid: Pid,
     tasks: UnixStream,
-    job: Option<Job>,
+    sent: VecDeque<Job>,
+    /// Whether its last task took less than `QUICK`.
+    quick: bool,
+    /// When its last result came, or when it was given a task while it had none.
+    since: Instant,
+    /// A write to it failed: it is being killed and gets nothing more.
+    gone: bool,
+    /// What its unfinished tasks take in its socket's buffer, at most.
+    sent_bytes: usize,
+    /// How much of that buffer tasks beyond the first may take.
+    budget: usize,
+}
+
+/// How many tasks a worker holds at once while its tasks are quick. It runs them back to
+/// back without waiting for the pool between them.
+const DEEP: usize = 8;
+/// A task quicker than this lets its worker hold `DEEP` tasks; a slower one, a single task.
+const QUICK: Duration = Duration::from_millis(1);
+/// What the kernel adds to each write in a socket's buffer, at most.
+const WRITE_OVERHEAD: usize = 1024;
+
+impl Worker {
+    /// How many more tasks it may be sent. One at a time while its tasks are slow (or not yet
+    /// known): then a task never waits behind a long one while another worker is free.
+    fn room(&self) -> usize {
+        let depth = if self.quick { DEEP } else { 1 };
+        if self.gone { 0 } else { depth.saturating_sub(self.sent.len()) }
+    }
+
+    /// Settles its oldest task, which the worker ran to the end.
+    fn finished(&mut self, outcome: Outcome) {
+        let now = Instant::now();
+        self.quick = now - self.since < QUICK;
+        self.since = now;
+        if let Some(job) = self.sent.pop_front() {
+            self.sent_bytes -= job.frame.len() + WRITE_OVERHEAD;
+            job.slot.settle(outcome);
+        }
+    }
 }
 
 /// A worker as the manager watches it: results come in on `results`, its end on `pidfd`.
@@ -351,6 +393,8 @@ type Outcome = Result<Vec<u8>, Error>;
 #[derive(Default)]
 struct Slot {
     outcome: Mutex<Option<Outcome>>,
+    /// Whether a `get` is waiting, so that a result nobody waits for costs no wake-up call.
+    waiting: AtomicBool,
     settled: Condvar,
 }
 
@@ -359,38 +403,100 @@ impl Slot {
         let mut slot = lock(&self.outcome);
         if slot.is_none() {
             *slot = Some(outcome);
-            self.settled.notify_all();
+            if self.waiting.load(Ordering::Relaxed) {
+                self.settled.notify_all();
+            }
         }
     }
 }
 
 impl State {
-    /// Hands queued tasks to idle workers, one task per worker, so that a task never waits
-    /// behind a long one while another worker is free, and a dead worker held exactly one.
+    /// Hands queued tasks to workers: first one to each worker that has none, then more to
+    /// the workers whose tasks are quick. A worker's share goes in one write.
     fn dispatch(&mut self) {
-        while !self.pending.is_empty() {
-            let Some(worker) = self.workers.iter_mut().find(|w| w.job.is_none()) else { return };
-            let mut job = self.pending.pop_front().unwrap();
-            match (&worker.tasks).write_all(&job.frame) {
-                Ok(()) => {
-                    job.frame = Vec::new();
-                    worker.job = Some(job);
+        for fill in [false, true] {
+            for worker in &mut self.workers {
+                if self.pending.is_empty() {
+                    return;
                 }
-                Err(_) => {
-                    // The worker did not get the whole task, so it cannot have started it:
-                    // another worker runs it. Killing this one makes the manager replace it.
-                    // A placeholder job keeps anything more from being sent to it.
-                    let _ = kill(worker.pid, Signal::SIGKILL);
-                    worker.job = Some(Job { frame: Vec::new(), slot: Arc::new(Slot::default()) });
-                    self.pending.push_front(job);
+                let room = match fill {
+                    false if worker.sent.is_empty() => worker.room().min(1),
+                    false => 0,
+                    true => worker.room(),
+                };
+                if room > 0 {
+                    send(worker, &mut self.pending, room);
                 }
             }
         }
     }
 
     fn idle(&self) -> bool {
-        self.pending.is_empty() && self.workers.iter().all(|w| w.job.is_none())
+        self.pending.is_empty() && self.workers.iter().all(|w| w.sent.is_empty())
     }
+}
+
+/// Sends up to `n` queued tasks to `worker`, in one write.
+fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
+    let mut jobs = Vec::new();
+    while let Some(job) = pending.front().filter(|_| jobs.len() < n) {
+        // A worker with no task is reading, so its first task may be of any size. Tasks
+        // behind it wait in the socket's buffer while the worker may be writing a result; if
+        // they did not fit there, this write would wait for the worker, and the worker for
+        // the manager, which waits for the lock this thread holds.
+        let bytes = worker.sent_bytes + job.frame.len() + WRITE_OVERHEAD;
+        if worker.sent_bytes > 0 && bytes > worker.budget {
+            break;
+        }
+        worker.sent_bytes = bytes;
+        jobs.push(pending.pop_front().unwrap());
+    }
+    let joined: Vec<u8>;
+    let bytes = match jobs.as_slice() {
+        [job] => &job.frame,
+        _ => {
+            joined = jobs.iter().flat_map(|job| &job.frame).copied().collect();
+            &joined
+        }
+    };
+    let (written, failed) = write_counting(&worker.tasks, bytes);
+    if worker.sent.is_empty() {
+        worker.since = Instant::now();
+    }
+    // Only the tasks the worker received whole can have started; the others go back to the
+    // queue. A worker that cannot be written to is killed, and the manager replaces it.
+    let mut end = 0;
+    let mut unsent = Vec::new();
+    for job in jobs {
+        end += job.frame.len();
+        if end <= written {
+            worker.sent.push_back(job);
+        } else {
+            worker.sent_bytes -= job.frame.len() + WRITE_OVERHEAD;
+            unsent.push(job);
+        }
+    }
+    if failed {
+        worker.gone = true;
+        let _ = kill(worker.pid, Signal::SIGKILL);
+    }
+    for job in unsent.into_iter().rev() {
+        pending.push_front(job);
+    }
+}
+
+/// Writes `bytes`; returns how many were written and whether the write failed.
+fn write_counting(mut to: &UnixStream, bytes: &[u8]) -> (usize, bool) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match to.write(&bytes[written..]) {
+            Ok(0) => return (written, true),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return (written, true),
+        }
+    }
+    (written, false)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -495,8 +601,15 @@ fn manage(shared: &Shared, woken: &UnixStream, links: &mut Vec<Link>) -> io::Res
         for &i in ended.iter().rev() {
             let pid = state.workers[i].pid;
             let how = reap(pid);
-            if let Some(job) = state.workers[i].job.take() {
+            // Its oldest task is the one it was running; the ones behind it had not started,
+            // so they go back to the front of the queue for another worker.
+            let mut sent = std::mem::take(&mut state.workers[i].sent);
+            state.workers[i].sent_bytes = 0;
+            if let Some(job) = sent.pop_front() {
                 job.slot.settle(Err(Error::WorkerDied { pid: pid.as_raw(), how }));
+            }
+            while let Some(job) = sent.pop_back() {
+                state.pending.push_front(job);
             }
             if state.status == Status::Running || !state.pending.is_empty() {
                 let inherited = pool_fds(shared, woken, &state, links);
@@ -590,9 +703,7 @@ fn read_results(link: &mut Link, worker: &mut Worker, scratch: &mut [u8]) {
             PANICKED => Err(Error::Panicked(String::from_utf8_lossy(body).into_owned())),
             _ => Err(Error::Serde(String::from_utf8_lossy(body).into_owned())),
         };
-        if let Some(job) = worker.job.take() {
-            job.slot.settle(outcome);
-        }
+        worker.finished(outcome);
     }
     link.received.drain(..used);
 }
@@ -631,7 +742,7 @@ fn shutdown(state: &mut State, links: Vec<Link>, kill_them: bool, reason: Error)
             }
         }
         reap(worker.pid);
-        if let Some(job) = worker.job {
+        for job in worker.sent {
             job.slot.settle(Err(reason.clone()));
         }
     }
@@ -655,6 +766,9 @@ fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) 
 fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
     let (ours, theirs) = UnixStream::pair()?;
     let tasks = ours.try_clone()?;
+    // Ask for a 256 KiB buffer; the kernel may give less. Queued tasks may use a quarter.
+    let _ = setsockopt(&ours, sockopt::SndBuf, &(256 << 10));
+    let budget = getsockopt(&ours, sockopt::SndBuf)? / 4;
     inherited.extend([ours.as_raw_fd(), tasks.as_raw_fd()]);
     let parent = getpid();
     // The child has only this thread. Holding the stdout and stderr locks across the fork
@@ -683,7 +797,16 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
         let _ = kill(pid, Signal::SIGKILL);
         reap(pid);
     })?;
-    let worker = Worker { pid, tasks, job: None };
+    let worker = Worker {
+        pid,
+        tasks,
+        sent: VecDeque::new(),
+        quick: false,
+        since: Instant::now(),
+        gone: false,
+        sent_bytes: 0,
+        budget,
+    };
     Ok((worker, Link { results: ours, pidfd, received: Vec::new(), eof: false }))
 }
 
