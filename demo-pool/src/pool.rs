@@ -733,14 +733,10 @@ fn shutdown(state: &mut State, links: Vec<Link>, kill_them: bool, reason: Error)
             let _ = worker.tasks.shutdown(Shutdown::Both);
         }
     }
-    for (worker, link) in workers.into_iter().zip(links) {
-        if !kill_them {
-            let mut fds = [PollFd::new(link.pidfd.as_fd(), PollFlags::POLLIN)];
-            // An idle worker leaves at once; one that does not within 5 s is killed.
-            if !matches!(poll(&mut fds, PollTimeout::from(5000u16)), Ok(1)) {
-                let _ = kill(worker.pid, Signal::SIGKILL);
-            }
-        }
+    // Waiting for a worker to end is bounded: it was killed, or it is idle, reading its
+    // task stream, and leaves when that ends.
+    drop(links);
+    for worker in workers {
         reap(worker.pid);
         for job in worker.sent {
             job.slot.settle(Err(reason.clone()));
@@ -821,9 +817,6 @@ fn worker_main(parent: Pid, sock: &UnixStream, inherited: &[RawFd]) -> ! {
         // the parent's code and ends with `_exit`, so nothing closes them a second time.
         unsafe { libc::close(fd) };
     }
-    // A forked random generator repeats the parent's numbers in every worker: reseed the
-    // thread's generator from the OS, as Python's `random` does after a fork.
-    let _ = rand::rng().reseed();
     exit_now(serve(sock))
 }
 
@@ -832,6 +825,7 @@ fn serve(sock: &UnixStream) -> i32 {
     let mut reader = BufReader::with_capacity(64 * 1024, sock);
     let mut args = Vec::new();
     let mut out = Vec::new();
+    let mut reseeded = false;
     loop {
         let mut header = [0; TASK_HEADER];
         match reader.read_exact(&mut header) {
@@ -850,6 +844,14 @@ fn serve(sock: &UnixStream) -> i32 {
         // SAFETY: only the pool writes to this socket, and it writes the address of a `Call`
         // taken in the program this process is a fork of, where it is the same function.
         let call = unsafe { std::mem::transmute::<usize, Call>(call) };
+        if !reseeded {
+            // A forked random generator repeats the parent's numbers in every worker: reseed
+            // the thread's generator from the OS before the first task, as Python's `random`
+            // does after a fork. (Before the first task, not at start: a pool that is never
+            // used pays nothing.)
+            let _ = rand::rng().reseed();
+            reseeded = true;
+        }
         out.clear();
         out.resize(RESULT_HEADER, 0);
         let kind = match panic::catch_unwind(AssertUnwindSafe(|| call(task, &args, &mut out))) {
