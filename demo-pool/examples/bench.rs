@@ -35,7 +35,9 @@ fn main() {
     let pool = Pool::new(4).unwrap();
     let rate = median(repeats, || {
         let start = Instant::now();
-        let results: Vec<_> = (0..tasks).map(|i| pool.apply_async(noop, i).unwrap()).collect();
+        let results: Vec<_> = (0..tasks)
+            .map(|i| pool.apply_async(noop, i).unwrap())
+            .collect();
         results.iter().for_each(|r| assert!(r.get().is_ok()));
         tasks as f64 / start.elapsed().as_secs_f64()
     });

@@ -54,7 +54,8 @@ fn run(name: u32) {
     let start = Instant::now();
     // The pool reseeds each worker's generator; a forked one would repeat the parent's draws.
     demo::sleep(*[1.0, 2.0, 3.0, 4.0].choose(&mut rand::rng()).unwrap());
-    say!("task {name} ends, took {:.2} s", start.elapsed().as_secs_f64());
+    let took = start.elapsed().as_secs_f64();
+    say!("task {name} ends, took {took:.2} s");
 }
 
 fn square(x: u64) -> u64 {
@@ -65,26 +66,26 @@ fn crash(_: ()) {
     panic!("a task that panics");
 }
 
-fn main() -> ExitCode {
-    Args::parse(USAGE).finish();
-    match try_main() {
-        Ok(failed) if failed.is_empty() => ExitCode::SUCCESS,
-        Ok(failed) => {
-            failed.iter().for_each(|f| eprintln!("demo-pool: {f}"));
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("demo-pool: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// Whether `pid` names a process, as `kill -0` asks.
+fn is_alive(pid: i32) -> bool {
+    kill(Pid::from_raw(pid), None).is_ok()
 }
 
-/// Runs the demo; returns the tasks that failed although they should not have.
+fn main() -> ExitCode {
+    Args::parse(USAGE).finish();
+    let failed = try_main().unwrap_or_else(|e| vec![e.to_string()]);
+    failed.iter().for_each(|f| eprintln!("demo-pool: {f}"));
+    ExitCode::from(u8::from(!failed.is_empty()))
+}
+
+/// Runs the demo; returns what failed although it should not have.
 fn try_main() -> Result<Vec<String>, Box<dyn Error>> {
     say!("parent starts");
     let mut p = Pool::new(4)?;
-    let results = (0..10).map(|i| p.apply_async(run, i)).collect::<Result<Vec<_>, _>>()?;
+    let mut results = Vec::new();
+    for i in 0..10 {
+        results.push(p.apply_async(run, i)?);
+    }
     p.close();
     p.join()?;
     say!("parent ends");
@@ -101,12 +102,18 @@ fn try_main() -> Result<Vec<String>, Box<dyn Error>> {
         Err(pool::Error::Panicked(message)) => say!("apply_async(crash).get() failed: {message}"),
         other => failed.push(format!("crash should have panicked, got {other:?}")),
     }
-    say!("apply(square, 7) = {}, the pool goes on", pool.apply(square, 7)?);
+    let seven = pool.apply(square, 7)?;
+    say!("apply(square, 7) = {seven}, the pool goes on");
 
-    let _sleepers = (0..2).map(|_| pool.apply_async(demo::sleep, 60.0)).collect::<Vec<_>>();
+    for _ in 0..2 {
+        pool.apply_async(demo::sleep, 60.0)?;
+    }
     let workers = pool.pids();
     pool.terminate();
-    let alive = workers.iter().filter(|&&pid| kill(Pid::from_raw(pid), None).is_ok()).count();
-    say!("terminate() with 2 tasks running: {} workers stopped at once, {alive} alive", workers.len());
+    let (stopped, alive) = (
+        workers.len(),
+        workers.iter().filter(|&&p| is_alive(p)).count(),
+    );
+    say!("terminate() with 2 tasks running: {stopped} workers stopped at once, {alive} alive");
     Ok(failed)
 }

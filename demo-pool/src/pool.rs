@@ -135,21 +135,30 @@ impl Pool {
             .stack_size(8 << 20)
             .spawn(move || manager_main(&manager_shared, woken, n, started_tx))?;
         match started.recv() {
-            Ok(Ok(())) => Ok(Pool { shared, manager: Some(manager) }),
+            Ok(Ok(())) => Ok(Pool {
+                shared,
+                manager: Some(manager),
+            }),
             Ok(Err(e)) => {
                 let _ = manager.join();
                 Err(e)
             }
             Err(_) => {
                 let _ = manager.join();
-                Err(io::Error::other("the pool's manager thread failed to start the workers"))
+                Err(io::Error::other(
+                    "the pool's manager thread failed to start the workers",
+                ))
             }
         }
     }
 
     /// The pids of the workers now running.
     pub fn pids(&self) -> Vec<i32> {
-        lock(&self.shared.state).workers.iter().map(|w| w.pid.as_raw()).collect()
+        lock(&self.shared.state)
+            .workers
+            .iter()
+            .map(|w| w.pid.as_raw())
+            .collect()
     }
 
     /// Python's `apply_async(task, args)`: queues `task(args)` and returns at once.
@@ -159,7 +168,10 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let frame = task_frame(call_one::<A, R>, task as usize, &args)?;
-        Ok(AsyncResult { slot: self.submit(frame)?, result: PhantomData })
+        Ok(AsyncResult {
+            slot: self.submit(frame)?,
+            result: PhantomData,
+        })
     }
 
     /// Python's `apply(task, args)`: runs `task(args)` in a worker and waits for its result.
@@ -173,7 +185,11 @@ impl Pool {
 
     /// Python's `map(task, items)`: the results in the order of the items. As in Python, the
     /// items travel in chunks, about four per worker, and the first failed chunk is the error.
-    pub fn map<A, R>(&self, task: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>, Error>
+    pub fn map<A, R>(
+        &self,
+        task: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, Error>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
@@ -185,7 +201,10 @@ impl Pool {
             .chunks(chunk)
             .map(|chunk| {
                 let frame = task_frame(call_chunk::<A, R>, task as usize, chunk)?;
-                Ok(AsyncResult::<Vec<R>> { slot: self.submit(frame)?, result: PhantomData })
+                Ok(AsyncResult::<Vec<R>> {
+                    slot: self.submit(frame)?,
+                    result: PhantomData,
+                })
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let mut results = Vec::with_capacity(items.len());
@@ -237,7 +256,10 @@ impl Pool {
         if state.status != Status::Running {
             return Err(Error::NotRunning);
         }
-        state.pending.push_back(Job { frame, slot: Arc::clone(&slot) });
+        state.pending.push_back(Job {
+            frame,
+            slot: Arc::clone(&slot),
+        });
         state.dispatch();
         Ok(slot)
     }
@@ -290,7 +312,11 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             }
             self.slot.waiting.store(true, Ordering::Relaxed);
             outcome = match deadline {
-                None => self.slot.settled.wait(outcome).unwrap_or_else(PoisonError::into_inner),
+                None => self
+                    .slot
+                    .settled
+                    .wait(outcome)
+                    .unwrap_or_else(PoisonError::into_inner),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -364,7 +390,11 @@ impl Worker {
     /// known): then a task never waits behind a long one while another worker is free.
     fn room(&self) -> usize {
         let depth = if self.quick { DEEP } else { 1 };
-        if self.gone { 0 } else { depth.saturating_sub(self.sent.len()) }
+        if self.gone {
+            0
+        } else {
+            depth.saturating_sub(self.sent.len())
+        }
     }
 
     /// Settles its oldest task, which the worker ran to the end.
@@ -522,13 +552,19 @@ fn task_frame<A: Serialize + ?Sized>(call: Call, task: usize, args: &A) -> Resul
     let mut frame = vec![0; TASK_HEADER];
     frame[4..12].copy_from_slice(&(call as usize as u64).to_le_bytes());
     frame[12..20].copy_from_slice(&(task as u64).to_le_bytes());
-    serde_json::to_writer(&mut frame, args).map_err(|e| Error::Serde(format!("the arguments: {e}")))?;
-    let len = u32::try_from(frame.len() - 4).map_err(|_| Error::Serde("arguments over 4 GiB".into()))?;
+    serde_json::to_writer(&mut frame, args)
+        .map_err(|e| Error::Serde(format!("the arguments: {e}")))?;
+    let len =
+        u32::try_from(frame.len() - 4).map_err(|_| Error::Serde("arguments over 4 GiB".into()))?;
     frame[..4].copy_from_slice(&len.to_le_bytes());
     Ok(frame)
 }
 
-fn call_one<A: DeserializeOwned, R: Serialize>(task: usize, args: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+fn call_one<A: DeserializeOwned, R: Serialize>(
+    task: usize,
+    args: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     // SAFETY: `task` is the address of a `fn(A) -> R` that `apply_async::<A, R>` sent together
     // with this very function, `call_one::<A, R>`. This worker is a fork of the program that
     // took the address, so the same function is at that address here.
@@ -537,7 +573,11 @@ fn call_one<A: DeserializeOwned, R: Serialize>(task: usize, args: &[u8], out: &m
     serde_json::to_writer(out, &task(args)).map_err(|e| format!("the result: {e}"))
 }
 
-fn call_chunk<A: DeserializeOwned, R: Serialize>(task: usize, args: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+fn call_chunk<A: DeserializeOwned, R: Serialize>(
+    task: usize,
+    args: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     // SAFETY: as in `call_one`: `map::<A, R>` sent this function with a `fn(A) -> R`.
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
     let items: Vec<A> = serde_json::from_slice(args).map_err(|e| format!("the arguments: {e}"))?;
@@ -547,7 +587,12 @@ fn call_chunk<A: DeserializeOwned, R: Serialize>(task: usize, args: &[u8], out: 
 
 // ---- The manager thread ----
 
-fn manager_main(shared: &Shared, woken: UnixStream, n: usize, started: mpsc::Sender<io::Result<()>>) {
+fn manager_main(
+    shared: &Shared,
+    woken: UnixStream,
+    n: usize,
+    started: mpsc::Sender<io::Result<()>>,
+) {
     let mut links = Vec::new();
     let first = {
         let mut state = lock(&shared.state);
@@ -606,7 +651,10 @@ fn manage(shared: &Shared, woken: &UnixStream, links: &mut Vec<Link>) -> io::Res
             let mut sent = std::mem::take(&mut state.workers[i].sent);
             state.workers[i].sent_bytes = 0;
             if let Some(job) = sent.pop_front() {
-                job.slot.settle(Err(Error::WorkerDied { pid: pid.as_raw(), how }));
+                job.slot.settle(Err(Error::WorkerDied {
+                    pid: pid.as_raw(),
+                    how,
+                }));
             }
             while let Some(job) = sent.pop_back() {
                 state.pending.push_front(job);
@@ -663,7 +711,11 @@ fn wait_for_events(woken: &UnixStream, links: &mut [Link]) -> io::Result<(Vec<us
     let (mut results, mut ended) = (vec![], vec![]);
     for (fd, &(i, is_pidfd)) in fds[1..].iter().zip(&owners) {
         if fd.revents().is_some_and(|r| !r.is_empty()) {
-            if is_pidfd { ended.push(i) } else { results.push(i) }
+            if is_pidfd {
+                ended.push(i)
+            } else {
+                results.push(i)
+            }
         }
     }
     Ok((results, ended))
@@ -695,9 +747,13 @@ fn read_results(link: &mut Link, worker: &mut Worker, scratch: &mut [u8]) {
     let mut used = 0;
     while let Some(len) = link.received.get(used..used + 4) {
         let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
-        let Some(frame) = link.received.get(used + 4..used + 4 + len) else { break };
+        let Some(frame) = link.received.get(used + 4..used + 4 + len) else {
+            break;
+        };
         used += 4 + len;
-        let Some((&kind, body)) = frame.split_first() else { continue };
+        let Some((&kind, body)) = frame.split_first() else {
+            continue;
+        };
         let outcome = match kind {
             RETURNED => Ok(body.to_vec()),
             PANICKED => Err(Error::Panicked(String::from_utf8_lossy(body).into_owned())),
@@ -752,7 +808,11 @@ fn shutdown(state: &mut State, links: Vec<Link>, kill_them: bool, reason: Error)
 fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) -> Vec<RawFd> {
     let mut fds = vec![shared.wake.as_raw_fd(), woken.as_raw_fd()];
     fds.extend(state.workers.iter().map(|w| w.tasks.as_raw_fd()));
-    fds.extend(links.iter().flat_map(|l| [l.results.as_raw_fd(), l.pidfd.as_raw_fd()]));
+    fds.extend(
+        links
+            .iter()
+            .flat_map(|l| [l.results.as_raw_fd(), l.pidfd.as_raw_fd()]),
+    );
     fds
 }
 
@@ -803,7 +863,15 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
         sent_bytes: 0,
         budget,
     };
-    Ok((worker, Link { results: ours, pidfd, received: Vec::new(), eof: false }))
+    Ok((
+        worker,
+        Link {
+            results: ours,
+            pidfd,
+            received: Vec::new(),
+            eof: false,
+        },
+    ))
 }
 
 fn worker_main(parent: Pid, sock: &UnixStream, inherited: &[RawFd]) -> ! {
@@ -836,7 +904,9 @@ fn serve(sock: &UnixStream) -> i32 {
         let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap()) as usize;
         let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
         let (call, task) = (word(4), word(12));
-        let Some(args_len) = len.checked_sub(TASK_HEADER - 4) else { return 1 };
+        let Some(args_len) = len.checked_sub(TASK_HEADER - 4) else {
+            return 1;
+        };
         args.resize(args_len, 0);
         if reader.read_exact(&mut args).is_err() {
             return 1;
@@ -937,13 +1007,21 @@ mod tests {
             let (reports, report_end) = nix::unistd::pipe().unwrap();
             let (release_end, release) = nix::unistd::pipe().unwrap();
             let ends = (report_end.into_raw_fd(), release_end.into_raw_fd());
-            Rendezvous { reports: reports.into(), release: release.into(), ends }
+            Rendezvous {
+                reports: reports.into(),
+                release: release.into(),
+                ends,
+            }
         }
 
         /// The pid of the next task that has started, waiting at most 20 s.
         fn next_pid(&mut self) -> i32 {
             let mut fds = [PollFd::new(self.reports.as_fd(), PollFlags::POLLIN)];
-            assert_eq!(poll(&mut fds, PollTimeout::from(20_000u16)).unwrap(), 1, "no task started");
+            assert_eq!(
+                poll(&mut fds, PollTimeout::from(20_000u16)).unwrap(),
+                1,
+                "no task started"
+            );
             let mut pid = [0; 4];
             self.reports.read_exact(&mut pid).unwrap();
             i32::from_le_bytes(pid)
@@ -995,7 +1073,10 @@ mod tests {
 
     /// Whether the process behind `pidfd` is a child of ours that has not been reaped.
     fn unreaped_child(pidfd: &OwnedFd) -> bool {
-        waitid(Id::PIDFd(pidfd.as_fd()), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) != Err(Errno::ECHILD)
+        waitid(
+            Id::PIDFd(pidfd.as_fd()),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+        ) != Err(Errno::ECHILD)
     }
 
     #[test]
@@ -1005,7 +1086,11 @@ mod tests {
         assert_eq!(squares, (0..1000).map(|x| x * x).collect::<Vec<u64>>());
         assert_eq!(pool.map(square, []).unwrap(), Vec::<u64>::new());
         // A closure that captures nothing is a `fn` too.
-        assert_eq!(pool.map(|s: String| s.len(), ["a", "bcd"].map(String::from)).unwrap(), [1, 3]);
+        assert_eq!(
+            pool.map(|s: String| s.len(), ["a", "bcd"].map(String::from))
+                .unwrap(),
+            [1, 3]
+        );
     }
 
     #[test]
@@ -1014,7 +1099,10 @@ mod tests {
         let pool = Pool::new(1).unwrap();
         let result = pool.apply_async(report_and_wait, rendezvous.ends).unwrap();
         let pid = rendezvous.next_pid();
-        assert_eq!(result.get_timeout(Duration::from_millis(20)), Err(Error::Timeout));
+        assert_eq!(
+            result.get_timeout(Duration::from_millis(20)),
+            Err(Error::Timeout)
+        );
         assert!(!result.ready());
         assert_eq!(result.successful(), None);
         rendezvous.release(1);
@@ -1026,16 +1114,26 @@ mod tests {
 
     #[test]
     fn misuse_is_an_error_as_in_python() {
-        assert_eq!(Pool::new(0).err().unwrap().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            Pool::new(0).err().unwrap().kind(),
+            io::ErrorKind::InvalidInput
+        );
         let mut pool = Pool::new(2).unwrap();
         assert_eq!(pool.join(), Err(Error::StillRunning));
-        let queued: Vec<_> = (0..10).map(|x| pool.apply_async(square, x).unwrap()).collect();
+        let queued: Vec<_> = (0..10)
+            .map(|x| pool.apply_async(square, x).unwrap())
+            .collect();
         pool.close();
         assert_eq!(pool.apply_async(square, 1).err(), Some(Error::NotRunning));
         assert_eq!(pool.map(square, 0..3), Err(Error::NotRunning));
         // Tasks queued before close() still run; join() waits for them and the workers.
         pool.join().unwrap();
-        assert!(queued.iter().enumerate().all(|(x, r)| r.get() == Ok(x as u64 * x as u64)));
+        assert!(
+            queued
+                .iter()
+                .enumerate()
+                .all(|(x, r)| r.get() == Ok(x as u64 * x as u64))
+        );
         assert_eq!(pool.pids(), Vec::<i32>::new());
     }
 
@@ -1043,8 +1141,16 @@ mod tests {
     fn a_panicking_task_fails_its_get_and_the_pool_goes_on() {
         let pool = Pool::new(1).unwrap();
         let workers = pool.pids();
-        let result = pool.apply_async(|_: ()| -> u64 { panic!("boom (this panic is expected)") }, ()).unwrap();
-        assert_eq!(result.get(), Err(Error::Panicked("boom (this panic is expected)".into())));
+        let result = pool
+            .apply_async(
+                |_: ()| -> u64 { panic!("boom (this panic is expected)") },
+                (),
+            )
+            .unwrap();
+        assert_eq!(
+            result.get(),
+            Err(Error::Panicked("boom (this panic is expected)".into()))
+        );
         assert_eq!(result.successful(), Some(false));
         assert_eq!(pool.apply(square, 7), Ok(49));
         // The same worker: a panic ends the task, not the process.
@@ -1058,17 +1164,28 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         let victim = pool.apply_async(report_and_wait, rendezvous.ends).unwrap();
         let pid = rendezvous.next_pid();
-        let others: Vec<_> = (0..50).map(|x| pool.apply_async(square, x).unwrap()).collect();
+        let others: Vec<_> = (0..50)
+            .map(|x| pool.apply_async(square, x).unwrap())
+            .collect();
         kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
 
-        let Err(Error::WorkerDied { pid: died, how }) = victim.get() else { panic!("{:?}", victim.get()) };
+        let Err(Error::WorkerDied { pid: died, how }) = victim.get() else {
+            panic!("{:?}", victim.get())
+        };
         assert_eq!((died, how.as_str()), (pid, "killed by SIGKILL"));
-        assert!(others.iter().enumerate().all(|(x, r)| r.get() == Ok(x as u64 * x as u64)));
+        assert!(
+            others
+                .iter()
+                .enumerate()
+                .all(|(x, r)| r.get() == Ok(x as u64 * x as u64))
+        );
         let workers = pool.pids();
         assert_eq!(workers.len(), 2);
         assert!(!workers.contains(&pid));
         // Both workers run: two tasks that wait for each other's start run on two live pids.
-        let pair: Vec<_> = (0..2).map(|_| pool.apply_async(report_and_wait, rendezvous.ends).unwrap()).collect();
+        let pair: Vec<_> = (0..2)
+            .map(|_| pool.apply_async(report_and_wait, rendezvous.ends).unwrap())
+            .collect();
         let started = [rendezvous.next_pid(), rendezvous.next_pid()];
         assert_ne!(started[0], started[1]);
         assert!(started.iter().all(|p| workers.contains(p)));
@@ -1079,8 +1196,12 @@ mod tests {
     #[test]
     fn a_task_that_ends_its_worker_fails_with_the_exit_code() {
         let pool = Pool::new(1).unwrap();
-        let result = pool.apply_async(|code: i32| -> u64 { std::process::exit(code) }, 3).unwrap();
-        assert!(matches!(result.get(), Err(Error::WorkerDied { how, .. }) if how == "exited with code 3"));
+        let result = pool
+            .apply_async(|code: i32| -> u64 { std::process::exit(code) }, 3)
+            .unwrap();
+        assert!(
+            matches!(result.get(), Err(Error::WorkerDied { how, .. }) if how == "exited with code 3")
+        );
         assert_eq!(pool.apply(square, 3), Ok(9));
     }
 
@@ -1088,7 +1209,9 @@ mod tests {
     fn terminate_kills_and_reaps_every_worker_and_settles_every_task() {
         let mut rendezvous = Rendezvous::new();
         let mut pool = Pool::new(2).unwrap();
-        let running: Vec<_> = (0..2).map(|_| pool.apply_async(report_and_wait, rendezvous.ends).unwrap()).collect();
+        let running: Vec<_> = (0..2)
+            .map(|_| pool.apply_async(report_and_wait, rendezvous.ends).unwrap())
+            .collect();
         let pidfds = [rendezvous.next_pid(), rendezvous.next_pid()].map(pidfd);
         let queued = pool.apply_async(square, 2).unwrap();
         assert!(pidfds.iter().all(unreaped_child));
@@ -1115,7 +1238,9 @@ mod tests {
     fn each_worker_draws_its_own_random_numbers() {
         let mut rendezvous = Rendezvous::new();
         let pool = Pool::new(2).unwrap();
-        let pair: Vec<_> = (0..2).map(|_| pool.apply_async(report_and_wait, rendezvous.ends).unwrap()).collect();
+        let pair: Vec<_> = (0..2)
+            .map(|_| pool.apply_async(report_and_wait, rendezvous.ends).unwrap())
+            .collect();
         assert_ne!(rendezvous.next_pid(), rendezvous.next_pid());
         rendezvous.release(2);
         let [(_, a), (_, b)] = [pair[0].get().unwrap(), pair[1].get().unwrap()];

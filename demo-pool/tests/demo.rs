@@ -18,7 +18,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_demo-pool");
 
 fn demo(scale: &str) -> Command {
     let mut command = Command::new(BIN);
-    command.env("DEMO_TIME_SCALE", scale).env("RUST_BACKTRACE", "0");
+    command
+        .env("DEMO_TIME_SCALE", scale)
+        .env("RUST_BACKTRACE", "0");
     command
 }
 
@@ -34,8 +36,17 @@ impl Drop for Guard {
 
 /// Runs the demo to its end, at most 60 s.
 fn run(command: &mut Command) -> Output {
-    let mut guard = Guard(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
-    let (stdout, stderr) = (guard.0.stdout.take().unwrap(), guard.0.stderr.take().unwrap());
+    let mut guard = Guard(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (stdout, stderr) = (
+        guard.0.stdout.take().unwrap(),
+        guard.0.stderr.take().unwrap(),
+    );
     let (done_tx, done) = mpsc::channel();
     std::thread::spawn(move || {
         let read = |mut from: Box<dyn std::io::Read + Send>| {
@@ -47,18 +58,33 @@ fn run(command: &mut Command) -> Output {
         let out = read(Box::new(stdout));
         let _ = done_tx.send((out, err.join().unwrap()));
     });
-    let (stdout, stderr) = done.recv_timeout(Duration::from_secs(60)).expect("the demo did not end within 60 s");
+    let (stdout, stderr) = done
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo did not end within 60 s");
     let status = guard.0.wait().unwrap();
-    Output { status, stdout, stderr }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 #[test]
 fn output_matches_expected_output_and_the_pool_keeps_its_promises() {
     let output = run(&mut demo("0.05"));
     let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let expected = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/expected-output.txt")).unwrap();
-    assert!(matches(&parse(&expected), &stdout.lines().collect::<Vec<_>>()), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/expected-output.txt"))
+            .unwrap();
+    assert!(
+        matches(&parse(&expected), &stdout.lines().collect::<Vec<_>>()),
+        "{stdout}"
+    );
 
     let pid_of = |line: &str| -> i32 { line[5..line.find(']').unwrap()].parse().unwrap() };
     let parent = pid_of(stdout.lines().next().unwrap());
@@ -70,19 +96,30 @@ fn output_matches_expected_output_and_the_pool_keeps_its_promises() {
         match words.get(2..5) {
             Some(["task", task, "starts"]) => {
                 assert!(started.insert(task.to_string()), "{task} started twice");
-                assert_eq!(running.insert(pid, task.to_string()), None, "{pid} runs two tasks at once");
+                assert_eq!(
+                    running.insert(pid, task.to_string()),
+                    None,
+                    "{pid} runs two tasks at once"
+                );
                 most = most.max(running.len());
                 workers.insert(pid);
             }
             Some(["task", task, "ends,"]) => {
-                assert_eq!(running.remove(&pid).as_deref(), Some(*task), "{task} ended elsewhere");
+                assert_eq!(
+                    running.remove(&pid).as_deref(),
+                    Some(*task),
+                    "{task} ended elsewhere"
+                );
                 assert!(ended.insert(task.to_string()));
             }
             _ => assert_eq!(pid, parent, "{line}"),
         }
     }
     assert_eq!((started.len(), ended.len()), (10, 10));
-    assert!(most <= 4 && workers.len() <= 4, "{most} tasks at once on {workers:?}");
+    assert!(
+        most <= 4 && workers.len() <= 4,
+        "{most} tasks at once on {workers:?}"
+    );
     assert!(!workers.contains(&parent));
 }
 
@@ -90,7 +127,11 @@ fn output_matches_expected_output_and_the_pool_keeps_its_promises() {
 fn help_and_bad_input() {
     let help = run(demo("1").arg("--help"));
     assert!(help.status.success());
-    assert!(String::from_utf8(help.stdout).unwrap().starts_with("Usage: demo-pool"));
+    assert!(
+        String::from_utf8(help.stdout)
+            .unwrap()
+            .starts_with("Usage: demo-pool")
+    );
     for command in [demo("1").arg("--frobnicate"), &mut demo("0")] {
         let output = run(command);
         assert_eq!(output.status.code(), Some(2));
@@ -104,16 +145,26 @@ fn help_and_bad_input() {
 fn no_worker_outlives(signal: Signal, whole_group: bool) {
     // The tasks sleep 100 to 400 s: a worker the signal does not end outlives the 10 s wait.
     let mut command = demo("100");
-    command.process_group(0).stdout(Stdio::piped()).stderr(Stdio::null());
+    command
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut guard = Guard(command.spawn().unwrap());
     let parent = guard.0.id() as i32;
     let (lines_tx, lines) = mpsc::channel();
     let stdout = BufReader::new(guard.0.stdout.take().unwrap());
-    std::thread::spawn(move || stdout.lines().map_while(Result::ok).try_for_each(|l| lines_tx.send(l)));
+    std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .try_for_each(|l| lines_tx.send(l))
+    });
 
     let mut workers = HashSet::new();
     while workers.len() < 4 {
-        let line = lines.recv_timeout(Duration::from_secs(30)).expect("four tasks did not start");
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("four tasks did not start");
         if line.ends_with("starts") && line.contains("task") {
             workers.insert(line[5..line.find(']').unwrap()].parse::<i32>().unwrap());
         }
@@ -122,7 +173,15 @@ fn no_worker_outlives(signal: Signal, whole_group: bool) {
     let pidfds: Vec<OwnedFd> = workers.iter().map(|&pid| pidfd_open(pid)).collect();
     for &pid in &workers {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let ppid: i32 = stat.rsplit(") ").next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let ppid: i32 = stat
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(ppid, parent, "worker {pid} is not the demo's child");
     }
 
@@ -159,7 +218,11 @@ fn ctrl_c_ends_every_process() {
 fn pidfd_open(pid: i32) -> OwnedFd {
     // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    assert!(fd >= 0, "pidfd_open({pid}): {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: `fd` was just opened and nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }
@@ -193,18 +256,25 @@ fn matches(items: &[Item], lines: &[&str]) -> bool {
         None => lines.is_empty(),
         Some((Item::AnyLines, rest)) => (0..=lines.len()).any(|skip| matches(rest, &lines[skip..])),
         Some((Item::Line(pattern), rest)) => {
-            lines.first().is_some_and(|line| line_matches(pattern, line)) && matches(rest, &lines[1..])
+            lines
+                .first()
+                .is_some_and(|line| line_matches(pattern, line))
+                && matches(rest, &lines[1..])
         }
         Some((Item::Unordered(patterns), rest)) => {
             let n = patterns.len();
-            lines.len() >= n && assign(patterns, &mut vec![false; n], &lines[..n]) && matches(rest, &lines[n..])
+            lines.len() >= n
+                && assign(patterns, &mut vec![false; n], &lines[..n])
+                && matches(rest, &lines[n..])
         }
     }
 }
 
 /// Whether each line can take its own pattern, each pattern used once.
 fn assign(patterns: &[&str], used: &mut [bool], lines: &[&str]) -> bool {
-    let Some((line, rest)) = lines.split_first() else { return true };
+    let Some((line, rest)) = lines.split_first() else {
+        return true;
+    };
     (0..patterns.len()).any(|i| {
         if used[i] || !line_matches(patterns[i], line) {
             return false;
@@ -222,9 +292,13 @@ fn line_matches(pattern: &str, line: &str) -> bool {
     if parts.len() == 1 {
         return pattern == line;
     }
-    let Some(mut rest) = line.strip_prefix(first) else { return false };
+    let Some(mut rest) = line.strip_prefix(first) else {
+        return false;
+    };
     for middle in &parts[1..parts.len() - 1] {
-        let Some(at) = rest.find(middle) else { return false };
+        let Some(at) = rest.find(middle) else {
+            return false;
+        };
         rest = &rest[at + middle.len()..];
     }
     rest.ends_with(last)
