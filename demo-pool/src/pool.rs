@@ -1194,6 +1194,21 @@ mod tests {
     }
 
     #[test]
+    fn a_value_json_cannot_carry_is_a_serde_error() {
+        let pool = Pool::new(1).unwrap();
+        // JSON has no NaN: serde_json writes `null`, which does not decode as an f64.
+        assert!(matches!(
+            pool.apply(|x: f64| x, f64::NAN),
+            Err(Error::Serde(_))
+        ));
+        assert!(matches!(
+            pool.apply(|_: ()| f64::NAN, ()),
+            Err(Error::Serde(_))
+        ));
+        assert_eq!(pool.apply(|x: f64| x * 2.0, 1.5), Ok(3.0));
+    }
+
+    #[test]
     fn a_task_that_ends_its_worker_fails_with_the_exit_code() {
         let pool = Pool::new(1).unwrap();
         let result = pool
