@@ -1,0 +1,220 @@
+//! Runs the demo binary and checks from outside what its output and its processes must show:
+//! the expected output, at most four tasks at once on four workers that are not the parent,
+//! and no worker left behind when the parent is killed.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_demo-pool");
+
+fn demo(scale: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("DEMO_TIME_SCALE", scale)
+        .env("RUST_BACKTRACE", "0");
+    command
+}
+
+/// A running demo, killed and reaped when dropped, even when the test fails.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the demo to its end, at most 60 s.
+fn run(command: &mut Command) -> Output {
+    let mut guard = Guard(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (stdout, stderr) = (
+        guard.0.stdout.take().unwrap(),
+        guard.0.stderr.take().unwrap(),
+    );
+    let (done_tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let read = |mut from: Box<dyn std::io::Read + Send>| {
+            let mut all = Vec::new();
+            from.read_to_end(&mut all).unwrap();
+            all
+        };
+        let err = std::thread::spawn(move || read(Box::new(stderr)));
+        let out = read(Box::new(stdout));
+        let _ = done_tx.send((out, err.join().unwrap()));
+    });
+    let (stdout, stderr) = done
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo did not end within 60 s");
+    let status = guard.0.wait().unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+#[test]
+fn the_pool_keeps_its_promises() {
+    let output = run(&mut demo("0.05"));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pid_of = |line: &str| -> i32 { line[5..line.find(']').unwrap()].parse().unwrap() };
+    let parent = pid_of(stdout.lines().next().unwrap());
+    let (mut running, mut most) = (HashMap::new(), 0);
+    let (mut started, mut ended, mut workers) = (HashSet::new(), HashSet::new(), HashSet::new());
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        let pid = pid_of(line);
+        match words.get(2..5) {
+            Some(["task", task, "starts"]) => {
+                assert!(started.insert(task.to_string()), "{task} started twice");
+                assert_eq!(
+                    running.insert(pid, task.to_string()),
+                    None,
+                    "{pid} runs two tasks at once"
+                );
+                most = most.max(running.len());
+                workers.insert(pid);
+            }
+            Some(["task", task, "ends,"]) => {
+                assert_eq!(
+                    running.remove(&pid).as_deref(),
+                    Some(*task),
+                    "{task} ended elsewhere"
+                );
+                assert!(ended.insert(task.to_string()));
+            }
+            _ => assert_eq!(pid, parent, "{line}"),
+        }
+    }
+    assert_eq!((started.len(), ended.len()), (10, 10));
+    assert!(
+        most <= 4 && workers.len() <= 4,
+        "{most} tasks at once on {workers:?}"
+    );
+    assert!(!workers.contains(&parent));
+}
+
+#[test]
+fn help_and_bad_input() {
+    let help = run(demo("1").arg("--help"));
+    assert!(help.status.success());
+    assert!(
+        String::from_utf8(help.stdout)
+            .unwrap()
+            .starts_with("Usage: demo-pool")
+    );
+    for command in [demo("1").arg("--frobnicate"), &mut demo("0")] {
+        let output = run(command);
+        assert_eq!(output.status.code(), Some(2));
+        assert_eq!(String::from_utf8(output.stderr).unwrap().lines().count(), 1);
+        assert!(output.stdout.is_empty());
+    }
+}
+
+/// Starts the demo in its own process group, waits until four tasks run, and kills it with
+/// `signal`; then every worker must end, by the parent-death signal if not by `signal`.
+fn no_worker_outlives(signal: Signal, whole_group: bool) {
+    // The tasks sleep 100 to 400 s: a worker the signal does not end outlives the 10 s wait.
+    let mut command = demo("100");
+    command
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut guard = Guard(command.spawn().unwrap());
+    let parent = guard.0.id() as i32;
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = BufReader::new(guard.0.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .try_for_each(|l| lines_tx.send(l))
+    });
+
+    let mut workers = HashSet::new();
+    while workers.len() < 4 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("four tasks did not start");
+        if line.ends_with("starts") && line.contains("task") {
+            workers.insert(line[5..line.find(']').unwrap()].parse::<i32>().unwrap());
+        }
+    }
+    // A pidfd names the process itself, so a recycled pid cannot fool the check below.
+    let pidfds: Vec<OwnedFd> = workers.iter().map(|&pid| pidfd_open(pid)).collect();
+    for &pid in &workers {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid: i32 = stat
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, parent, "worker {pid} is not the demo's child");
+    }
+
+    if whole_group {
+        killpg(Pid::from_raw(parent), signal).unwrap();
+    } else {
+        kill(Pid::from_raw(parent), signal).unwrap();
+    }
+    let status = guard.0.wait().unwrap();
+    assert!(!status.success());
+    for (pid, pidfd) in workers.iter().zip(&pidfds) {
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let ended = poll(&mut fds, PollTimeout::from(10_000u16)).unwrap();
+        assert_eq!(ended, 1, "worker {pid} outlived its parent");
+    }
+}
+
+#[test]
+fn no_worker_outlives_a_parent_killed_with_sigkill() {
+    no_worker_outlives(Signal::SIGKILL, false);
+}
+
+#[test]
+fn no_worker_outlives_a_parent_killed_with_sigterm() {
+    no_worker_outlives(Signal::SIGTERM, false);
+}
+
+#[test]
+fn ctrl_c_ends_every_process() {
+    // A terminal sends Ctrl-C's SIGINT to the whole foreground process group.
+    no_worker_outlives(Signal::SIGINT, true);
+}
+
+fn pidfd_open(pid: i32) -> OwnedFd {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(
+        fd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `fd` was just opened and nothing else owns it.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
