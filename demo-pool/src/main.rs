@@ -22,14 +22,18 @@
 //!     p.terminate()
 //! ```
 //!
-//! Run with: `cargo run -p demo-pool`
+//! Run with: `cargo run -p demo-pool` (add `--timeline pool.svg` to draw which worker ran
+//! which task, and when)
 
 mod demo;
 mod pool;
+mod timeline;
 
 use std::error::Error;
+use std::fs::File;
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::LazyLock;
 
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
@@ -37,25 +41,33 @@ use rand::seq::IndexedRandom;
 
 use demo::{Args, say};
 use pool::Pool;
+use timeline::{Bar, Timeline};
 
 const USAGE: &str = "\
-Usage: demo-pool [--help]
+Usage: demo-pool [--help] [--timeline FILE]
 
 Runs the note's ten tasks on Pool(4): each sleeps 1 to 4 s and says which worker ran it. Then
 tours map, a task that panics, and terminate(). Exits 1 if a task failed that should not have.
 
+--timeline FILE also draws the ten tasks as an SVG: a lane per worker, a bar per task.
+
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
 
+/// The clock of the timeline, started in the parent before the pool; the workers, forks of
+/// the parent, read the same clock.
+static CLOCK: LazyLock<Timeline> = LazyLock::new(Timeline::new);
+
 /// The note's task. It runs in a worker: a `fn`, so that the worker, a fork of this program,
-/// finds it at the same address.
-fn run(name: u32) {
+/// finds it at the same address. It returns where and when it ran, for the timeline.
+fn run(name: u32) -> (u32, f64, f64) {
     say!("task {name} starts");
-    let start = Instant::now();
+    let start = CLOCK.now();
     // The pool reseeds each worker's generator; a forked one would repeat the parent's draws.
     demo::sleep(*[1.0, 2.0, 3.0, 4.0].choose(&mut rand::rng()).unwrap());
-    let took = start.elapsed().as_secs_f64();
-    say!("task {name} ends, took {took:.2} s");
+    let end = CLOCK.now();
+    say!("task {name} ends, took {:.2} s", end - start);
+    (std::process::id(), start, end)
 }
 
 fn square(x: u64) -> u64 {
@@ -72,15 +84,23 @@ fn is_alive(pid: i32) -> bool {
 }
 
 fn main() -> ExitCode {
-    Args::parse(USAGE).finish();
-    let failed = try_main().unwrap_or_else(|e| vec![e.to_string()]);
+    let mut args = Args::parse(USAGE);
+    let picture = args.value("--timeline");
+    args.finish();
+    // A file that cannot be written stops the demo before it starts, as a bad flag does.
+    let picture = picture.map(|path| match File::create(&path) {
+        Ok(file) => (path, file),
+        Err(e) => demo::fail(&format!("cannot write the timeline to {path}: {e}")),
+    });
+    let failed = try_main(picture).unwrap_or_else(|e| vec![e.to_string()]);
     failed.iter().for_each(|f| eprintln!("demo-pool: {f}"));
     ExitCode::from(u8::from(!failed.is_empty()))
 }
 
 /// Runs the demo; returns what failed although it should not have.
-fn try_main() -> Result<Vec<String>, Box<dyn Error>> {
+fn try_main(picture: Option<(String, File)>) -> Result<Vec<String>, Box<dyn Error>> {
     say!("parent starts");
+    LazyLock::force(&CLOCK);
     let mut p = Pool::new(4)?;
     let mut results = Vec::new();
     for i in 0..10 {
@@ -91,9 +111,23 @@ fn try_main() -> Result<Vec<String>, Box<dyn Error>> {
     say!("parent ends");
     p.terminate();
     // Python drops a task's exception unless someone calls get(); here every result is asked.
-    let mut failed: Vec<String> = (results.iter().enumerate())
-        .filter_map(|(i, r)| r.get().err().map(|e| format!("task {i} failed: {e}")))
-        .collect();
+    let mut failed = Vec::new();
+    for (i, result) in results.iter().enumerate() {
+        match result.get() {
+            Ok((pid, start, end)) => CLOCK.add(Bar::new(
+                &format!("pid {pid}"),
+                &format!("task {i}"),
+                start,
+                end,
+            )),
+            Err(e) => failed.push(format!("task {i} failed: {e}")),
+        }
+    }
+    if let Some((path, mut file)) = picture {
+        let title = "Pool(4): the note's ten tasks, each on one of the 4 worker processes";
+        file.write_all(timeline::svg(title, &CLOCK.bars()).as_bytes())?;
+        say!("wrote timeline to {path}");
+    }
 
     say!("the rest of Pool, on Pool(2):");
     let mut pool = Pool::new(2)?;

@@ -116,6 +116,31 @@ fn the_pool_keeps_its_promises() {
 }
 
 #[test]
+fn the_timeline_has_a_bar_per_task_and_a_lane_per_worker() {
+    let path = std::env::temp_dir().join(format!("demo-pool-timeline-{}.svg", std::process::id()));
+    let output = run(demo("0.05").arg("--timeline").arg(&path));
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("] wrote timeline to {}\n", path.display())),
+        "{stdout}"
+    );
+    let svg = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(svg.matches("class=\"bar\"").count(), 10, "{svg}");
+    let lanes = svg.matches("class=\"lane\"").count();
+    assert!((1..=4).contains(&lanes), "{lanes} lanes for Pool(4)");
+}
+
+#[test]
+fn an_unwritable_timeline_is_one_line_and_exit_code_2() {
+    let output = run(demo("0.05").args(["--timeline", "/no-such-dir/pool.svg"]));
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(String::from_utf8(output.stderr).unwrap().lines().count(), 1);
+}
+
+#[test]
 fn help_and_bad_input() {
     let help = run(demo("1").arg("--help"));
     assert!(help.status.success());
