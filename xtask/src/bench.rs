@@ -215,36 +215,68 @@ fn ratio(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{r:.2}x"))
 }
 
+/// The table, as Markdown with padded columns: it reads in a terminal and pastes into a README.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = String::new();
-    let header = (
+    let header = [
         "primitive",
         "ours",
         "Python",
         "limit",
         "ours vs Python",
         "ours vs limit",
-    );
-    writeln!(
-        out,
-        "{:<46} {:>14} {:>14} {:>14} {:>15} {:>14}",
-        header.0, header.1, header.2, header.3, header.4, header.5
-    )
-    .unwrap();
+    ];
+    let mut cells = vec![header.map(String::from).to_vec()];
     for r in rows {
-        writeln!(
-            out,
-            "{:<46} {:>14} {:>14} {:>14} {:>15} {:>14}",
-            r.name,
+        cells.push(vec![
+            r.name.clone(),
             show(r.ours, &r.unit),
             show(r.python, &r.unit),
             show(r.limit, &r.unit),
             ratio(r.better_than(r.python)),
             ratio(r.better_than(r.limit)),
-        )
-        .unwrap();
+        ]);
     }
-    out += "(ratios: how many times better ours is; above 1 ours wins, below 1 it loses)\n";
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            cells
+                .iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap()
+        })
+        .collect();
+    let line = |row: &[String]| {
+        let padded: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, &w))| {
+                if c == 0 {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = line(&cells[0]);
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(c, &w)| {
+            if c == 0 {
+                "-".repeat(w)
+            } else {
+                format!("{}:", "-".repeat(w - 1))
+            }
+        })
+        .collect();
+    out += &format!("|-{}-|\n", rule.join("-|-"));
+    for row in &cells[1..] {
+        out += &line(row);
+    }
+    out += "\nRatios say how many times better ours is: above 1 ours wins, below 1 it loses.\n";
     out
 }
 
@@ -397,6 +429,13 @@ mod tests {
         assert_eq!(show(Some(2.5e6), "msg/s"), "2.50 M msg/s");
         let json = json(&rows);
         assert!(json.contains("\"name\": \"queue, process to process\", \"unit\": \"msg/s\", \"ours\": 1000000, \"python\": 100000, \"limit\": null, \"better\": \"higher\""), "{json}");
+        let table = table(&rows);
+        assert!(table.contains("| process start+join, fork "), "{table}");
+        assert!(
+            table
+                .lines()
+                .all(|l| l.is_empty() || l.starts_with('|') || l.starts_with("Ratios"))
+        );
         let svg = chart(&rows);
         assert_eq!(
             svg.matches("height=\"11\"").count(),
