@@ -261,18 +261,19 @@ pub fn table(rows: &[Row]) -> String {
         format!("| {} |\n", padded.join(" | "))
     };
     let mut out = line(&cells[0]);
+    // `|---|---:|`: the first column to the left, the figures to the right.
     let rule: Vec<String> = widths
         .iter()
         .enumerate()
         .map(|(c, &w)| {
             if c == 0 {
-                "-".repeat(w)
+                "-".repeat(w + 2)
             } else {
-                format!("{}:", "-".repeat(w - 1))
+                format!("{}:", "-".repeat(w + 1))
             }
         })
         .collect();
-    out += &format!("|-{}-|\n", rule.join("-|-"));
+    out += &format!("|{}|\n", rule.join("|"));
     for row in &cells[1..] {
         out += &line(row);
     }
