@@ -47,6 +47,8 @@ pub struct Row {
     pub ours: Option<f64>,
     pub python: Option<f64>,
     pub limit: Option<f64>,
+    /// An extra figure of the primitive above (another mechanism, such as `flock`), in `ours`.
+    pub other: Option<String>,
 }
 
 impl Row {
@@ -170,6 +172,7 @@ fn rows(mut figures: BTreeMap<String, Vec<Figure>>) -> Vec<Row> {
             ours: get("ours"),
             python: get("python"),
             limit: get("limit"),
+            other: None,
         });
         for extra in list
             .iter()
@@ -182,6 +185,7 @@ fn rows(mut figures: BTreeMap<String, Vec<Figure>>) -> Vec<Row> {
                 ours: Some(extra.value),
                 python: None,
                 limit: None,
+                other: Some(extra.who.clone()),
             });
         }
     }
@@ -352,6 +356,7 @@ pub fn chart(rows: &[Row]) -> String {
         ("ours (Rust)", "#c2410c"),
         ("Python", "#3572a5"),
         ("OS limit", "#9ca3af"),
+        ("another mechanism", "#ca8a04"),
     ];
     for (i, (label, color)) in series.iter().enumerate() {
         let lx = label_w + i as f64 * 130.0;
@@ -368,7 +373,11 @@ pub fn chart(rows: &[Row]) -> String {
     }
     for (i, r) in rows.iter().enumerate() {
         let y = top + i as f64 * row_h;
-        let name = r.name.replace('&', "&amp;").replace('<', "&lt;");
+        let name = match &r.other {
+            Some(who) => format!("↳ {who}"),
+            None => r.name.clone(),
+        };
+        let name = name.replace('&', "&amp;").replace('<', "&lt;");
         writeln!(
             svg,
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{name}</text>",
@@ -382,6 +391,11 @@ pub fn chart(rows: &[Row]) -> String {
             .enumerate()
         {
             let Some(v) = value else { continue };
+            let color = if r.other.is_some() {
+                series[3].1
+            } else {
+                color
+            };
             let by = y + j as f64 * (bar_h + 2.0);
             let bx = x(seconds(v, &r.unit)).max(label_w + 1.0);
             writeln!(svg, "<rect x=\"{label_w}\" y=\"{by}\" width=\"{}\" height=\"{bar_h}\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>", bx - label_w, bx + 4.0, by + 9.5, show(Some(v), &r.unit)).unwrap();
