@@ -14,6 +14,8 @@ use std::time::Instant;
 use demo_pipe::pipe::{Connection, pipe};
 use demo_pipe::value::Value;
 use ipc_channel::ipc;
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
 use process::Process;
 use serde_bytes::{ByteBuf, Bytes};
 
@@ -59,6 +61,12 @@ fn gb_per_s(n: usize, f: impl FnOnce()) -> f64 {
     (n * MIB) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
+fn first_cpu(set: &CpuSet) -> usize {
+    (0..CpuSet::count())
+        .find(|&c| set.is_set(c).unwrap())
+        .unwrap()
+}
+
 fn report(id: &str, who: &str, value: f64, unit: &str) {
     println!("bench\t{id}\t{who}\t{value:.3}\t{unit}");
 }
@@ -76,7 +84,14 @@ fn main() {
 
     assert_eq!(postcard::to_stdvec(&hello()).unwrap().len() + 4, FRAME);
 
-    // Round trip of the note's [42, None, 'hello']: send it, the child sends it back.
+    // Round trip of the note's [42, None, 'hello']: send it, the child sends it back. All
+    // three contenders run on one CPU, children included: on a shared 2-core machine a
+    // round trip otherwise measures mostly where the scheduler happened to put the two
+    // processes, and varies 3× from run to run.
+    let all_cpus = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    let mut one_cpu = CpuSet::new();
+    one_cpu.set(first_cpu(&all_cpus)).unwrap();
+    sched_setaffinity(Pid::from_raw(0), &one_cpu).unwrap();
     let (mut conn, theirs) = pipe().unwrap();
     let _echo = child(
         |mut conn: Connection| {
@@ -136,6 +151,7 @@ fn main() {
     report("pipe.roundtrip", "ours", ours, "us");
     report("pipe.roundtrip", "limit", limit, "us");
     report("pipe.roundtrip", "ipc-channel", ipc_typed, "us");
+    sched_setaffinity(Pid::from_raw(0), &all_cpus).unwrap();
 
     // 1 MiB messages, child to parent: the parent asks for `messages` and times them all.
     let (mut conn, theirs) = pipe().unwrap();
