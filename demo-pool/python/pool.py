@@ -26,7 +26,10 @@ SCALE = time_scale()
 
 
 def say(message):
-    print(f"[pid {os.getpid()}] {message}", flush=True)
+    # One write per line: print() writes the text and the newline apart, and another
+    # process's line could come between them.
+    sys.stdout.write(f"[pid {os.getpid()}] {message}\n")
+    sys.stdout.flush()
 
 
 def run(name):
