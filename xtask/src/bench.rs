@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::compare::python_available;
 use crate::demos;
@@ -85,9 +86,12 @@ pub fn bench(quick: bool) -> Result<bool, String> {
             i + 1,
             names.len()
         );
-        let mut rust = demos::cargo();
-        rust.current_dir(demos::root()).args([
-            "run",
+        // Every crate's example is called `bench`, so each is built and run before the next
+        // one's build takes its place.
+        let mut build = demos::cargo();
+        build.current_dir(demos::root());
+        build.args([
+            "build",
             "--release",
             "--quiet",
             "-p",
@@ -95,6 +99,10 @@ pub fn bench(quick: bool) -> Result<bool, String> {
             "--example",
             "bench",
         ]);
+        if !build.status().map_err(|e| e.to_string())?.success() {
+            return Err(format!("cargo could not build {name}'s bench"));
+        }
+        let rust = Command::new(demos::target_dir().join("release/examples/bench"));
         collect(rust, quick, &mut figures)?;
         let script = demos::root().join(name).join("python/bench.py");
         if python && script.is_file() {
@@ -106,7 +114,7 @@ pub fn bench(quick: bool) -> Result<bool, String> {
     }
     let rows = rows(figures);
     print!("{}", table(&rows));
-    let dir = demos::root().join("target/bench");
+    let dir = demos::target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("results.json"), json(&rows)).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("chart.svg"), chart(&rows)).map_err(|e| e.to_string())?;
@@ -114,7 +122,10 @@ pub fn bench(quick: bool) -> Result<bool, String> {
     Ok(true)
 }
 
-/// Runs one measuring program and keeps its `bench` lines.
+/// How long one measuring program may run before it is killed and the bench fails.
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// Runs one measuring program, with a time limit, and keeps its `bench` lines.
 fn collect(
     mut command: Command,
     quick: bool,
@@ -123,14 +134,17 @@ fn collect(
     if quick {
         command.env("BENCH_QUICK", "1");
     }
-    let output = command.output().map_err(|e| e.to_string())?;
-    if !output.status.success() {
-        return Err(format!(
-            "{command:?} failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
+    let program = format!("{command:?}");
+    let output = demos::run(command, LIMIT).map_err(|e| e.to_string())?;
+    if !output.status.is_some_and(|s| s.success()) {
+        let how = output
+            .status
+            .map_or("was killed over its time limit".into(), |s| {
+                format!("failed ({s})")
+            });
+        return Err(format!("{program} {how}:\n{}", output.stderr));
     }
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
+    for line in output.stdout.lines() {
         if let ["bench", id, who, value, unit] = line.split('\t').collect::<Vec<_>>()[..] {
             let value = value
                 .parse()
