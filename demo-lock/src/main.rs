@@ -105,9 +105,16 @@ fn no_lock() -> io::Result<()> {
 /// Python's `counter.value += 1` is a read then a write, and so is this: another process may
 /// write in between, and its write is lost. (Atomics make it a lost update, not UB.)
 fn add_unlocked(counter: &Shared<AtomicU64>) {
-    counter.store(counter.load(Relaxed) + 1, Relaxed);
+    let value = counter.load(Relaxed);
+    // New: giving up the CPU here widens the window, so updates are lost on every run.
+    std::thread::yield_now();
+    counter.store(value + 1, Relaxed);
 }
 
+/// The same read, yield and write, under the lock (released when the guard drops).
 fn add_locked(counter: &ProcessMutex<u64>) {
-    *counter.acquire().unwrap() += 1; // Released at the end of the statement.
+    let mut guard = counter.acquire().unwrap();
+    let value = *guard;
+    std::thread::yield_now();
+    *guard = value + 1;
 }
