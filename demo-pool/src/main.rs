@@ -39,7 +39,7 @@ use std::time::Instant;
 use rand::seq::IndexedRandom;
 
 use demo::{Args, say};
-use pool::{AsyncResult, Pool, Ran};
+use pool::{AsyncResult, Pool};
 
 const USAGE: &str = "\
 Usage: demo-pool [--help] [--timeline FILE]
@@ -107,14 +107,7 @@ fn try_main(picture: Option<(String, File)>) -> Result<Vec<String>, Box<dyn Erro
 
 /// The picture's bars: each result knows which worker ran its task, and when.
 fn bars(results: &[AsyncResult<()>]) -> Vec<timeline::Bar> {
-    let ran: Vec<(usize, Ran)> = (results.iter().enumerate())
-        .filter_map(|(i, r)| Some((i, r.ran()?)))
-        .collect();
-    let origin = ran.iter().map(|(_, r)| r.start).min();
-    let at = |t: Instant| (t - origin.unwrap()).as_secs_f64();
-    let bar = |(i, r): &(usize, Ran)| {
-        let (lane, label) = (format!("pid {}", r.pid), format!("task {i}"));
-        timeline::Bar::new(&lane, &label, at(r.start), at(r.end))
-    };
-    ran.iter().map(bar).collect()
+    let ran = (results.iter().enumerate()).filter_map(|(i, r)| Some((i, r.ran()?)));
+    let lane = |pid| format!("pid {pid}");
+    timeline::bars(ran.map(|(i, r)| (lane(r.pid), format!("task {i}"), r.start, r.end)))
 }
