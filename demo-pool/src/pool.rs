@@ -424,12 +424,10 @@ impl Worker {
         self.since = now;
         if let Some(job) = self.sent.pop_front() {
             self.sent_bytes -= job.frame.len() + WRITE_OVERHEAD;
-            let (pid, base) = (self.pid.as_raw(), self.base);
-            let _ = job.slot.ran.set(Ran {
-                pid,
-                start: base + start,
-                end: base + end,
-            });
+            // Only a corrupt frame could overflow the clock; it would read as the fork's moment.
+            let at = |offset| self.base.checked_add(offset).unwrap_or(self.base);
+            let (pid, start, end) = (self.pid.as_raw(), at(start), at(end));
+            let _ = job.slot.ran.set(Ran { pid, start, end });
             job.slot.settle(outcome);
         }
     }
