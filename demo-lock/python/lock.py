@@ -47,23 +47,29 @@ def try_to_acquire(l):
 def add_unlocked(counter, go):
     go.wait()
     for _ in range(N):
-        counter.value += 1
+        # counter.value += 1, with the CPU given up between the read and the write, so that
+        # another process writes in between on every run, on one core as on many.
+        value = counter.value
+        os.sched_yield()
+        counter.value = value + 1
 
 
 def add_locked(counter, lock, go):
     go.wait()
     for _ in range(N):
         with lock:
-            counter.value += 1
+            value = counter.value
+            os.sched_yield()
+            counter.value = value + 1
 
 
 def run_workers(target, *args):
-    """Starts the workers, then lets them all go at once, as the Rust demo does."""
-    go = mp.Event()
+    """Starts the workers, which wait for each other at a barrier and start together, as the
+    Rust demo's do."""
+    go = mp.Barrier(WORKERS)
     workers = [mp.Process(target=target, args=(*args, go)) for _ in range(WORKERS)]
     for p in workers:
         p.start()
-    go.set()
     for p in workers:
         p.join()
 

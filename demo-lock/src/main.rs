@@ -1,6 +1,6 @@
-//! 进程锁 (process lock): Python's `multiprocessing.Lock` as a robust process-shared mutex,
-//! and why a lock matters. Then `holder_dies.rs`: what Python's Lock cannot survive; and
-//! 线程锁 (thread lock, `thread_lock.rs`): `threading.Lock` as `std::sync::Mutex`.
+//! 进程锁 (process lock): Python's `multiprocessing.Lock` as a robust process-shared mutex.
+//! Then `race.rs`: why a lock matters; `holder_dies.rs`: what Python's Lock cannot survive;
+//! and 线程锁 (thread lock, `thread_lock.rs`): `threading.Lock` as `std::sync::Mutex`.
 //!
 //! The note's Python:
 //!
@@ -17,17 +17,16 @@ mod demo;
 mod holder_dies;
 mod process;
 mod process_lock;
+mod race;
 mod thread_lock;
 mod workers;
 
 use std::io;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use demo::{Args, say};
 use process::Process;
-use process_lock::{Lock, ProcessMutex, Shared};
-use workers::{N, TOTAL, WORKERS, join_all, start_workers};
+use process_lock::Lock;
 
 const USAGE: &str = "\
 Usage: demo-lock [--no-lock] [--holder-dies] [--threads] [--help]
@@ -50,7 +49,7 @@ fn main() -> ExitCode {
     let all = only == [false; 3];
     let parts = [
         (all, note_lines as fn() -> io::Result<()>),
-        (all || only[0], no_lock),
+        (all || only[0], race::run),
         (all || only[1], holder_dies::run),
         (all || only[2], thread_lock::run),
     ];
@@ -85,29 +84,4 @@ fn try_to_acquire(l: Lock) {
         "acquire(timeout=0.2) returns {}",
         got(l.acquire_timeout(timeout).is_ok())
     );
-}
-
-fn no_lock() -> io::Result<()> {
-    say!("2. {WORKERS} processes add 1 to a counter in shared memory {N} times each, no lock");
-    let counter = Shared::new(AtomicU64::new(0))?;
-    join_all(start_workers(add_unlocked, &counter)?)?;
-    say!("counter = {} (expected {TOTAL})", counter.load(Relaxed));
-
-    say!("the same with each increment under the lock");
-    let counter = ProcessMutex::new(0u64)?;
-    join_all(start_workers(add_locked, &counter)?)?;
-    let total = *counter.acquire().unwrap();
-    say!("counter = {total} (expected {TOTAL})");
-    assert_eq!(total, TOTAL);
-    Ok(())
-}
-
-/// Python's `counter.value += 1` is a read then a write, and so is this: another process may
-/// write in between, and its write is lost. (Atomics make it a lost update, not UB.)
-fn add_unlocked(counter: &Shared<AtomicU64>) {
-    counter.store(counter.load(Relaxed) + 1, Relaxed);
-}
-
-fn add_locked(counter: &ProcessMutex<u64>) {
-    *counter.acquire().unwrap() += 1; // Released at the end of the statement.
 }

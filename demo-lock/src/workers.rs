@@ -1,7 +1,8 @@
-//! The 4 worker processes of the counter demos, started at the same moment.
+//! The 4 worker processes of the counter demos, started together behind a barrier.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::process::Process;
 use crate::process_lock::Shared;
@@ -10,19 +11,26 @@ pub const WORKERS: usize = 4;
 pub const N: u64 = 10_000;
 pub const TOTAL: u64 = WORKERS as u64 * N;
 
-/// Starts `WORKERS` children that each call `increment(args)` `N` times, all at once. Without
-/// the gate each child could be done before the next one is even forked, and the counter
-/// without a lock would come out right by luck.
+/// How long a worker waits at the barrier for the others before it goes on alone.
+const BARRIER_LIMIT: Duration = Duration::from_secs(10);
+
+/// Starts `WORKERS` children that each call `increment(args)` `N` times. They wait for each
+/// other at a barrier in shared memory and start counting together: without it each child
+/// could be done before the next one is even forked, and the counter without a lock would
+/// come out right by luck.
 pub fn start_workers<A: Clone + 'static>(increment: fn(&A), args: &A) -> io::Result<Vec<Process>> {
-    let go = Shared::new(AtomicBool::new(false))?;
+    let arrived = Shared::new(AtomicUsize::new(0))?;
     let mut workers = Vec::new();
     for _ in 0..WORKERS {
-        let go = go.clone();
+        let arrived = arrived.clone();
         let mut p = Process::new(
             move |args: A| {
-                // Bounded: the parent opens the gate right after forking, or dies, and then
-                // so does this child (process.rs asks for the parent's death signal).
-                while !go.load(Ordering::Acquire) {
+                arrived.fetch_add(1, Ordering::AcqRel);
+                // Bounded: a sibling that died before it arrived must not keep the others
+                // here for ever. (If the parent dies, so does this child: process.rs asks
+                // for the parent's death signal.)
+                let limit = Instant::now() + BARRIER_LIMIT;
+                while arrived.load(Ordering::Acquire) < WORKERS && Instant::now() < limit {
                     std::thread::yield_now();
                 }
                 (0..N).for_each(|_| increment(&args));
@@ -32,7 +40,6 @@ pub fn start_workers<A: Clone + 'static>(increment: fn(&A), args: &A) -> io::Res
         p.start()?;
         workers.push(p);
     }
-    go.store(true, Ordering::Release);
     Ok(workers)
 }
 

@@ -1,11 +1,16 @@
-"""进程池 (the process pool): the note's Pool example, then map, a task that raises, terminate.
+"""进程池 (the process pool): the note's Pool example, then map, a task that raises, a worker
+killed in the middle of a task, terminate.
 
 Prints the same lines as `cargo run -p demo-pool`. DEMO_TIME_SCALE multiplies every sleep.
 Run with: python3 demo-pool/python/pool.py
 """
+import multiprocessing
 import os
 import random
+import signal
+import socket
 import sys
+import threading
 import time
 from multiprocessing.pool import Pool
 
@@ -49,6 +54,45 @@ def crash(_):
     raise RuntimeError("a task that panics")
 
 
+def wait_to_be_killed(parent):
+    say("a task starts, tells the parent its pid, and waits")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as tell:
+        tell.sendto(str(os.getpid()).encode(), parent)
+    threading.Event().wait()  # Until SIGKILL.
+
+
+def kill_a_worker(pool, failed):
+    """A worker killed in the middle of a task. Python's pool replaces the worker and runs the
+    other tasks, but it never settles the killed task's result: its get() would wait for ever
+    (bpo-22393), and so would join(). Here get() is asked with a timeout."""
+    # The task tells the parent when it has started, on a socket in Linux's abstract namespace.
+    name = f"\0demo-pool-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as started:
+        started.bind(name)
+        started.settimeout(30)
+        workers = [w.pid for w in pool._pool]
+        victim = pool.apply_async(wait_to_be_killed, (name,))
+        others = [pool.apply_async(square, (x,)) for x in range(5)]
+        pid = int(started.recv(16))
+    say(f"kill -9 {pid}, the worker running that task")
+    os.kill(pid, signal.SIGKILL)
+    try:
+        victim.get(timeout=1)
+        failed.append("the killed task should not have returned")
+    except multiprocessing.TimeoutError:
+        say("get(timeout=1) of the killed task: TimeoutError; the result never comes (bpo-22393)")
+    # The pool's handler thread looks for dead workers every 0.1 s; there is nothing to wait on.
+    deadline = time.monotonic() + 10
+    while not (new := [w.pid for w in pool._pool if w.pid not in workers]):
+        if time.monotonic() > deadline:
+            failed.append("the killed worker was not replaced")
+            break
+        time.sleep(0.01)
+    else:
+        say(f"a new worker took its place: pid {new[0]}")
+    say(f"the other tasks completed: {[r.get(timeout=30) for r in others]}")
+
+
 def main():
     say("parent starts")
     p = Pool(4)
@@ -69,6 +113,7 @@ def main():
     except RuntimeError as e:
         say(f"apply_async(crash).get() failed: {e}")
     say(f"apply(square, 7) = {pool.apply(square, (7,))}, the pool goes on")
+    kill_a_worker(pool, failed)
 
     # Unlike the Rust pool, these results are never settled: their get() would wait for ever.
     sleepers = [pool.apply_async(time.sleep, (60 * SCALE,)) for _ in range(2)]

@@ -23,64 +23,44 @@
 //! ```
 //!
 //! Run with: `cargo run -p demo-pool` (add `--timeline pool.svg` to draw which worker ran
-//! which task, and when)
+//! which task, and when). `src/tour.rs` then tours the rest of the pool.
 
 mod demo;
 mod pool;
 mod timeline;
+mod tour;
 
 use std::error::Error;
 use std::fs::File;
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::LazyLock;
+use std::time::Instant;
 
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
 use rand::seq::IndexedRandom;
 
 use demo::{Args, say};
-use pool::Pool;
-use timeline::{Bar, Timeline};
+use pool::{AsyncResult, Pool};
 
 const USAGE: &str = "\
 Usage: demo-pool [--help] [--timeline FILE]
 
 Runs the note's ten tasks on Pool(4): each sleeps 1 to 4 s and says which worker ran it. Then
-tours map, a task that panics, and terminate(). Exits 1 if a task failed that should not have.
-
---timeline FILE also draws the ten tasks as an SVG: a lane per worker, a bar per task.
+tours map, a task that panics, a worker killed mid-task, and terminate(). Exits 1 if a task
+failed that should not have. --timeline FILE also draws the ten tasks as an SVG: a lane per
+worker, a bar per task.
 
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
 
-/// The clock of the timeline, started in the parent before the pool; the workers, forks of
-/// the parent, read the same clock.
-static CLOCK: LazyLock<Timeline> = LazyLock::new(Timeline::new);
-
 /// The note's task. It runs in a worker: a `fn`, so that the worker, a fork of this program,
-/// finds it at the same address. It returns where and when it ran, for the timeline.
-fn run(name: u32) -> (u32, f64, f64) {
+/// finds it at the same address.
+fn run(name: u32) {
     say!("task {name} starts");
-    let start = CLOCK.now();
+    let start = Instant::now();
     // The pool reseeds each worker's generator; a forked one would repeat the parent's draws.
     demo::sleep(*[1.0, 2.0, 3.0, 4.0].choose(&mut rand::rng()).unwrap());
-    let end = CLOCK.now();
-    say!("task {name} ends, took {:.2} s", end - start);
-    (std::process::id(), start, end)
-}
-
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-fn crash(_: ()) {
-    panic!("a task that panics");
-}
-
-/// Whether `pid` names a process, as `kill -0` asks.
-fn is_alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    let took = start.elapsed().as_secs_f64();
+    say!("task {name} ends, took {took:.2} s");
 }
 
 fn main() -> ExitCode {
@@ -100,7 +80,6 @@ fn main() -> ExitCode {
 /// Runs the demo; returns what failed although it should not have.
 fn try_main(picture: Option<(String, File)>) -> Result<Vec<String>, Box<dyn Error>> {
     say!("parent starts");
-    LazyLock::force(&CLOCK);
     let mut p = Pool::new(4)?;
     let mut results = Vec::new();
     for i in 0..10 {
@@ -113,41 +92,22 @@ fn try_main(picture: Option<(String, File)>) -> Result<Vec<String>, Box<dyn Erro
     // Python drops a task's exception unless someone calls get(); here every result is asked.
     let mut failed = Vec::new();
     for (i, result) in results.iter().enumerate() {
-        match result.get() {
-            Ok((pid, start, end)) => CLOCK.add(Bar::new(
-                &format!("pid {pid}"),
-                &format!("task {i}"),
-                start,
-                end,
-            )),
-            Err(e) => failed.push(format!("task {i} failed: {e}")),
+        if let Err(e) = result.get() {
+            failed.push(format!("task {i} failed: {e}"));
         }
     }
     if let Some((path, mut file)) = picture {
         let title = "Pool(4): the note's ten tasks, each on one of the 4 worker processes";
-        file.write_all(timeline::svg(title, &CLOCK.bars()).as_bytes())?;
+        file.write_all(timeline::svg(title, &bars(&results)).as_bytes())?;
         say!("wrote timeline to {path}");
     }
-
-    say!("the rest of Pool, on Pool(2):");
-    let mut pool = Pool::new(2)?;
-    say!("map(square, range(10)) = {:?}", pool.map(square, 0..10)?);
-    match pool.apply_async(crash, ())?.get() {
-        Err(pool::Error::Panicked(message)) => say!("apply_async(crash).get() failed: {message}"),
-        other => failed.push(format!("crash should have panicked, got {other:?}")),
-    }
-    let seven = pool.apply(square, 7)?;
-    say!("apply(square, 7) = {seven}, the pool goes on");
-
-    for _ in 0..2 {
-        pool.apply_async(demo::sleep, 60.0)?;
-    }
-    let workers = pool.pids();
-    pool.terminate();
-    let (stopped, alive) = (
-        workers.len(),
-        workers.iter().filter(|&&p| is_alive(p)).count(),
-    );
-    say!("terminate() with 2 tasks running: {stopped} workers stopped at once, {alive} alive");
+    failed.extend(tour::run()?);
     Ok(failed)
+}
+
+/// The picture's bars: each result knows which worker ran its task, and when.
+fn bars(results: &[AsyncResult<()>]) -> Vec<timeline::Bar> {
+    let ran = (results.iter().enumerate()).filter_map(|(i, r)| Some((i, r.ran()?)));
+    let lane = |pid| format!("pid {pid}");
+    timeline::bars(ran.map(|(i, r)| (lane(r.pid), format!("task {i}"), r.start, r.end)))
 }

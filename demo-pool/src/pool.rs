@@ -1,6 +1,6 @@
 //! A pool of worker processes with Python's `multiprocessing.Pool` API: `apply_async`,
 //! `apply`, `map`, `close`, `join`, `terminate`, and an `AsyncResult` with `get`,
-//! `get_timeout`, `ready` and `successful`.
+//! `get_timeout`, `ready` and `successful`, and `ran`: which worker ran the task, and when.
 //!
 //! How a task reaches a worker: the workers are forked from this program, so they hold the
 //! same code at the same addresses. A task is a plain `fn(A) -> R`; the pool sends its address
@@ -38,7 +38,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -102,6 +102,16 @@ pub struct Pool {
 pub struct AsyncResult<R> {
     slot: Arc<Slot>,
     result: PhantomData<fn() -> R>,
+}
+
+/// Where and when a task ran: the pid of the worker, and the moments the task started and
+/// ended there, on the clock of `Instant::now()` (a worker is a fork of this program and reads
+/// the same monotonic clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ran {
+    pub pid: i32,
+    pub start: Instant,
+    pub end: Instant,
 }
 
 impl Pool {
@@ -299,6 +309,13 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         lock(&self.slot.outcome).as_ref().map(Result::is_ok)
     }
 
+    /// Which worker ran the task, and when: known once the task has returned or panicked
+    /// (when `ready()`), and `None` before, or if the task never ended in a worker (its
+    /// worker died, or the pool ended first). Python's `AsyncResult` has nothing like it.
+    pub fn ran(&self) -> Option<Ran> {
+        self.slot.ran.get().copied()
+    }
+
     fn wait(&self, deadline: Option<Instant>) -> Result<R, Error> {
         let mut outcome = lock(&self.slot.outcome);
         loop {
@@ -375,6 +392,8 @@ struct Worker {
     sent_bytes: usize,
     /// How much of that buffer tasks beyond the first may take.
     budget: usize,
+    /// The moment just before its fork: the worker sends its tasks' times as offsets from it.
+    base: Instant,
 }
 
 /// How many tasks a worker holds at once while its tasks are quick. It runs them back to
@@ -397,13 +416,18 @@ impl Worker {
         }
     }
 
-    /// Settles its oldest task, which the worker ran to the end.
-    fn finished(&mut self, outcome: Outcome) {
+    /// Settles its oldest task, which the worker ran to the end, from `start` to `end`
+    /// after `base`.
+    fn finished(&mut self, outcome: Outcome, start: Duration, end: Duration) {
         let now = Instant::now();
         self.quick = now - self.since < QUICK;
         self.since = now;
         if let Some(job) = self.sent.pop_front() {
             self.sent_bytes -= job.frame.len() + WRITE_OVERHEAD;
+            // Only a corrupt frame could overflow the clock; it would read as the fork's moment.
+            let at = |offset| self.base.checked_add(offset).unwrap_or(self.base);
+            let (pid, start, end) = (self.pid.as_raw(), at(start), at(end));
+            let _ = job.slot.ran.set(Ran { pid, start, end });
             job.slot.settle(outcome);
         }
     }
@@ -426,6 +450,8 @@ struct Slot {
     /// Whether a `get` is waiting, so that a result nobody waits for costs no wake-up call.
     waiting: AtomicBool,
     settled: Condvar,
+    /// Set before the outcome, when a worker reports the task's end.
+    ran: OnceLock<Ran>,
 }
 
 impl Slot {
@@ -542,8 +568,9 @@ type Call = fn(usize, &[u8], &mut Vec<u8>) -> Result<(), String>;
 
 /// A task frame: length of the rest (u32), the `Call` (u64), the task (u64), JSON arguments.
 const TASK_HEADER: usize = 4 + 8 + 8;
-/// A result frame: length of the rest (u32), kind (u8), JSON result or a message.
-const RESULT_HEADER: usize = 4 + 1;
+/// A result frame: length of the rest (u32), kind (u8), when the task started and ended in
+/// nanoseconds after the worker's base instant (u64 each), JSON result or a message.
+const RESULT_HEADER: usize = 4 + 1 + 8 + 8;
 const RETURNED: u8 = 0;
 const PANICKED: u8 = 1;
 const UNCODABLE: u8 = 2;
@@ -751,15 +778,21 @@ fn read_results(link: &mut Link, worker: &mut Worker, scratch: &mut [u8]) {
             break;
         };
         used += 4 + len;
-        let Some((&kind, body)) = frame.split_first() else {
+        if frame.len() < RESULT_HEADER - 4 {
             continue;
-        };
+        }
+        let (kind, body) = (frame[0], &frame[RESULT_HEADER - 4..]);
+        let nanos = |at: usize| u64::from_le_bytes(frame[at..at + 8].try_into().unwrap());
+        let (start, end) = (
+            Duration::from_nanos(nanos(1)),
+            Duration::from_nanos(nanos(9)),
+        );
         let outcome = match kind {
             RETURNED => Ok(body.to_vec()),
             PANICKED => Err(Error::Panicked(String::from_utf8_lossy(body).into_owned())),
             _ => Err(Error::Serde(String::from_utf8_lossy(body).into_owned())),
         };
-        worker.finished(outcome);
+        worker.finished(outcome, start, end);
     }
     link.received.drain(..used);
 }
@@ -827,6 +860,7 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
     let budget = getsockopt(&ours, sockopt::SndBuf)? / 4;
     inherited.extend([ours.as_raw_fd(), tasks.as_raw_fd()]);
     let parent = getpid();
+    let base = Instant::now();
     // The child has only this thread. Holding the stdout and stderr locks across the fork
     // means no other thread holds them there, so a task can print; flushing means nothing
     // buffered is printed twice.
@@ -842,7 +876,7 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
         ForkResult::Child => {
             drop(stderr);
             drop(stdout);
-            worker_main(parent, &theirs, &inherited)
+            worker_main(parent, &theirs, &inherited, base)
         }
         ForkResult::Parent { child } => child,
     };
@@ -862,6 +896,7 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
         gone: false,
         sent_bytes: 0,
         budget,
+        base,
     };
     Ok((
         worker,
@@ -874,7 +909,7 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
     ))
 }
 
-fn worker_main(parent: Pid, sock: &UnixStream, inherited: &[RawFd]) -> ! {
+fn worker_main(parent: Pid, sock: &UnixStream, inherited: &[RawFd], base: Instant) -> ! {
     // SIGKILL when the manager thread ends, that is when the pool or the program ends.
     if prctl::set_pdeathsig(Signal::SIGKILL).is_err() || getppid() != parent {
         exit_now(1);
@@ -885,11 +920,12 @@ fn worker_main(parent: Pid, sock: &UnixStream, inherited: &[RawFd]) -> ! {
         // the parent's code and ends with `_exit`, so nothing closes them a second time.
         unsafe { libc::close(fd) };
     }
-    exit_now(serve(sock))
+    exit_now(serve(sock, base))
 }
 
-/// Runs tasks until the pool ends the task stream: 0, or 1 if the stream broke.
-fn serve(sock: &UnixStream) -> i32 {
+/// Runs tasks until the pool ends the task stream: 0, or 1 if the stream broke. Each result
+/// says when its task started and ended, after `base`.
+fn serve(sock: &UnixStream, base: Instant) -> i32 {
     let mut reader = BufReader::with_capacity(64 * 1024, sock);
     let mut args = Vec::new();
     let mut out = Vec::new();
@@ -924,6 +960,7 @@ fn serve(sock: &UnixStream) -> i32 {
         }
         out.clear();
         out.resize(RESULT_HEADER, 0);
+        let start = base.elapsed();
         let kind = match panic::catch_unwind(AssertUnwindSafe(|| call(task, &args, &mut out))) {
             Ok(Ok(())) => RETURNED,
             Ok(Err(why)) => {
@@ -945,8 +982,15 @@ fn serve(sock: &UnixStream) -> i32 {
                 (UNCODABLE, (out.len() - 4) as u32)
             }
         };
+        let nanos = |d: Duration| {
+            u64::try_from(d.as_nanos())
+                .unwrap_or(u64::MAX)
+                .to_le_bytes()
+        };
         out[..4].copy_from_slice(&len.to_le_bytes());
         out[4] = kind;
+        out[5..13].copy_from_slice(&nanos(start));
+        out[13..21].copy_from_slice(&nanos(base.elapsed()));
         if (&*sock).write_all(&out).is_err() {
             return 1;
         }
@@ -1113,6 +1157,28 @@ mod tests {
     }
 
     #[test]
+    fn a_result_knows_which_worker_ran_it_and_when() {
+        let pool = Pool::new(1).unwrap();
+        let before = Instant::now();
+        let first = pool.apply_async(pid_of_worker, ()).unwrap();
+        let crash = pool
+            .apply_async(
+                |_: ()| -> u64 { panic!("boom (this panic is expected)") },
+                (),
+            )
+            .unwrap();
+        let pid = first.get().unwrap();
+        assert!(crash.get().is_err());
+        let after = Instant::now();
+        let (first, crash) = (first.ran().unwrap(), crash.ran().unwrap());
+        assert_eq!((first.pid, crash.pid), (pid, pid));
+        // One clock for the pool and its workers: each task inside the test's interval, the
+        // second after the first on the single worker.
+        assert!(before <= first.start && first.start <= first.end);
+        assert!(first.end <= crash.start && crash.start <= crash.end && crash.end <= after);
+    }
+
+    #[test]
     fn misuse_is_an_error_as_in_python() {
         assert_eq!(
             Pool::new(0).err().unwrap().kind(),
@@ -1173,11 +1239,12 @@ mod tests {
             panic!("{:?}", victim.get())
         };
         assert_eq!((died, how.as_str()), (pid, "killed by SIGKILL"));
+        assert_eq!(victim.ran(), None, "the task never ended in a worker");
         assert!(
             others
                 .iter()
                 .enumerate()
-                .all(|(x, r)| r.get() == Ok(x as u64 * x as u64))
+                .all(|(x, r)| r.get() == Ok(x as u64 * x as u64) && r.ran().unwrap().pid != pid)
         );
         let workers = pool.pids();
         assert_eq!(workers.len(), 2);

@@ -1,17 +1,13 @@
 //! A picture of concurrency: which worker ran which task, and when, drawn as an SVG with one
 //! lane per worker (a thread or a process) and one labelled bar per task, over a time axis.
 //!
-//! This file is the same in every demo that draws a timeline and uses only std. A bar is plain
-//! data, so a worker process can send its bars back to the parent as a lane, a label and two
-//! offsets in seconds, and the parent adds them.
+//! This file only draws. What it draws comes from the pool, which knows which worker ran each
+//! task and when. It is the same file in every demo that draws a timeline, and uses only std.
 
-#![allow(dead_code)] // Each demo uses its own part of this file.
-
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// One task: the lane it ran in, its label, and when it started and ended, in seconds since
-/// the timeline's start.
+/// the start of the picture.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bar {
     pub lane: String,
@@ -20,15 +16,9 @@ pub struct Bar {
     pub end: f64,
 }
 
-/// The bars recorded so far, from any thread. The clock starts at `new`.
-pub struct Timeline {
-    start: Instant,
-    bars: Mutex<Vec<Bar>>,
-}
-
 impl Bar {
-    pub fn new(lane: &str, label: &str, start: f64, end: f64) -> Bar {
-        let (lane, label) = (lane.to_string(), label.to_string());
+    pub fn new(lane: impl Into<String>, label: impl Into<String>, start: f64, end: f64) -> Bar {
+        let (lane, label) = (lane.into(), label.into());
         Bar {
             lane,
             label,
@@ -38,37 +28,16 @@ impl Bar {
     }
 }
 
-impl Timeline {
-    pub fn new() -> Timeline {
-        let bars = Mutex::default();
-        Timeline {
-            start: Instant::now(),
-            bars,
-        }
-    }
-
-    /// Seconds since the start. Right in a forked child too: `Instant` reads the machine's
-    /// monotonic clock, which a fork does not reset.
-    pub fn now(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-
-    /// Runs `task` and records it as a bar in `lane`, labelled `label`.
-    pub fn record<R>(&self, lane: &str, label: &str, task: impl FnOnce() -> R) -> R {
-        let start = self.now();
-        let result = task();
-        self.add(Bar::new(lane, label, start, self.now()));
-        result
-    }
-
-    /// Adds a bar measured elsewhere, such as in a worker process that sent it back.
-    pub fn add(&self, bar: Bar) {
-        self.bars.lock().unwrap().push(bar);
-    }
-
-    pub fn bars(&self) -> Vec<Bar> {
-        self.bars.lock().unwrap().clone()
-    }
+/// One bar per task, from the lane it ran in, its label, and the moments it started and
+/// ended: the picture's clock starts when the first task does.
+pub fn bars(tasks: impl IntoIterator<Item = (String, String, Instant, Instant)>) -> Vec<Bar> {
+    let tasks: Vec<_> = tasks.into_iter().collect();
+    let Some(origin) = tasks.iter().map(|task| task.2).min() else {
+        return Vec::new();
+    };
+    let at = |t: Instant| t.saturating_duration_since(origin).as_secs_f64();
+    let bar = |(lane, label, start, end)| Bar::new(lane, label, at(start), at(end));
+    tasks.into_iter().map(bar).collect()
 }
 
 /// Light colours, so that the dark labels on the bars stay readable.
@@ -206,19 +175,17 @@ mod tests {
     }
 
     #[test]
-    fn records_from_many_threads_against_one_clock() {
-        let timeline = Timeline::new();
-        std::thread::scope(|s| {
-            for lane in ["t1", "t2", "t3"] {
-                let timeline = &timeline;
-                s.spawn(move || timeline.record(lane, "task", || lane.len()));
-            }
-        });
-        timeline.add(Bar::new("pid 42", "sent back", 0.0, timeline.now()));
-        let bars = timeline.bars();
-        assert_eq!(bars.len(), 4);
-        assert!(bars.iter().all(|b| 0.0 <= b.start && b.start <= b.end));
-        assert_eq!(svg("t", &bars).matches("class=\"lane\"").count(), 4);
+    fn bars_start_with_the_first_task() {
+        let t0 = Instant::now();
+        let later = |ms| t0 + std::time::Duration::from_millis(ms);
+        let tasks = [
+            ("w1".to_string(), "b".to_string(), later(300), later(500)),
+            ("w2".to_string(), "a".to_string(), later(100), later(400)),
+        ];
+        let bars = bars(tasks);
+        assert_eq!(bars[0], Bar::new("w1", "b", 0.2, 0.4));
+        assert_eq!(bars[1], Bar::new("w2", "a", 0.0, 0.3));
+        assert!(super::bars([]).is_empty());
     }
 
     #[test]

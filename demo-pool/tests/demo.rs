@@ -1,6 +1,7 @@
 //! Runs the demo binary and checks from outside what its output and its processes must show:
-//! the expected output, at most four tasks at once on four workers that are not the parent,
-//! and no worker left behind when the parent is killed.
+//! at most four tasks at once on four workers that are not the parent, a worker killed in the
+//! middle of a task and replaced, a picture drawn from what the pool knows, and no worker
+//! left behind when the parent is killed.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -69,32 +70,51 @@ fn run(command: &mut Command) -> Output {
     }
 }
 
-#[test]
-fn the_pool_keeps_its_promises() {
-    let output = run(&mut demo("0.05"));
+/// The pid a line starts with: `[pid 4242] …`.
+fn pid_of(line: &str) -> i32 {
+    line[5..line.find(']').unwrap()].parse().unwrap()
+}
+
+/// The demo's stdout at a small time scale, after checking that it succeeded.
+fn stdout_of(command: &mut Command) -> String {
+    let output = run(command);
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let pid_of = |line: &str| -> i32 { line[5..line.find(']').unwrap()].parse().unwrap() };
+    stdout
+}
+
+/// The only line of `stdout` that contains `text`.
+fn line<'a>(stdout: &'a str, text: &str) -> &'a str {
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(text)).collect();
+    assert_eq!(lines.len(), 1, "one line with {text:?} in:\n{stdout}");
+    lines[0]
+}
+
+/// Which worker ran each of the note's ten tasks, from the lines up to `parent ends`.
+fn note_tasks(stdout: &str) -> HashMap<String, i32> {
     let parent = pid_of(stdout.lines().next().unwrap());
     let (mut running, mut most) = (HashMap::new(), 0);
-    let (mut started, mut ended, mut workers) = (HashSet::new(), HashSet::new(), HashSet::new());
-    for line in stdout.lines() {
+    let (mut started, mut ended) = (HashMap::new(), HashSet::new());
+    for line in stdout.lines().take_while(|l| !l.ends_with("] parent ends")) {
         let words: Vec<&str> = line.split(' ').collect();
         let pid = pid_of(line);
         match words.get(2..5) {
             Some(["task", task, "starts"]) => {
-                assert!(started.insert(task.to_string()), "{task} started twice");
+                assert_eq!(
+                    started.insert(task.to_string(), pid),
+                    None,
+                    "{task} started twice"
+                );
                 assert_eq!(
                     running.insert(pid, task.to_string()),
                     None,
                     "{pid} runs two tasks at once"
                 );
                 most = most.max(running.len());
-                workers.insert(pid);
             }
             Some(["task", task, "ends,"]) => {
                 assert_eq!(
@@ -107,29 +127,103 @@ fn the_pool_keeps_its_promises() {
             _ => assert_eq!(pid, parent, "{line}"),
         }
     }
-    assert_eq!((started.len(), ended.len()), (10, 10));
+    let workers: HashSet<i32> = started.values().copied().collect();
+    assert_eq!((started.len(), ended.len()), (10, 10), "{stdout}");
     assert!(
         most <= 4 && workers.len() <= 4,
         "{most} tasks at once on {workers:?}"
     );
     assert!(!workers.contains(&parent));
+    started
 }
 
 #[test]
-fn the_timeline_has_a_bar_per_task_and_a_lane_per_worker() {
+fn the_pool_keeps_its_promises() {
+    let stdout = stdout_of(&mut demo("0.05"));
+    note_tasks(&stdout);
+    assert!(stdout.contains("] parent ends\n"), "{stdout}");
+}
+
+#[test]
+fn a_worker_killed_mid_task_fails_that_task_and_is_replaced_and_the_rest_complete() {
+    let stdout = stdout_of(&mut demo("0.05"));
+    let parent = pid_of(stdout.lines().next().unwrap());
+    let victim = pid_of(line(&stdout, "a task starts, tells the parent its pid"));
+    assert_ne!(victim, parent);
+    let tour: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("a task starts, tells the parent"))
+        .skip(1)
+        .take(4)
+        .collect();
+    let replacement = pid_of_replacement(tour[2]);
+    assert!(replacement != victim && replacement != parent);
+    assert_eq!(
+        tour,
+        [
+            format!("[pid {parent}] kill -9 {victim}, the worker running that task"),
+            format!(
+                "[pid {parent}] get() of the killed task: the worker running the task \
+                 (pid {victim}) died: killed by SIGKILL"
+            ),
+            format!("[pid {parent}] a new worker took its place: pid {replacement}"),
+            format!("[pid {parent}] the other tasks completed: [0, 1, 4, 9, 16]"),
+        ]
+    );
+}
+
+/// The pid at the end of `… took its place: pid N`.
+fn pid_of_replacement(line: &str) -> i32 {
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// The bars of a picture as (lane, label), matched to their lanes by their height in it.
+fn bars(svg: &str) -> Vec<(String, String)> {
+    let attr = |line: &str, name: &str| -> f64 {
+        let at = line.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        line[at..at + line[at..].find('"').unwrap()]
+            .parse()
+            .unwrap()
+    };
+    let between = |line: &str, from: &str, to: &str| -> String {
+        let at = line.find(from).unwrap() + from.len();
+        line[at..at + line[at..].find(to).unwrap()].to_string()
+    };
+    let lanes: Vec<(f64, String)> = (svg.lines())
+        .filter(|l| l.contains("class=\"lane\""))
+        .map(|l| (attr(l, "y"), between(l, "text-anchor=\"end\">", "</text>")))
+        .collect();
+    (svg.lines())
+        .filter(|l| l.contains("class=\"bar\""))
+        .map(|l| {
+            let y = attr(l, "y");
+            let lane = lanes.iter().find(|(top, _)| (y - top - 5.0).abs() < 0.5);
+            let label = between(l, "<title>", ": ");
+            (lane.expect("a bar in a lane").1.clone(), label)
+        })
+        .collect()
+}
+
+#[test]
+fn the_timeline_draws_each_task_in_the_lane_of_the_worker_that_ran_it() {
     let path = std::env::temp_dir().join(format!("demo-pool-timeline-{}.svg", std::process::id()));
-    let output = run(demo("0.05").arg("--timeline").arg(&path));
-    assert!(output.status.success(), "{output:?}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = stdout_of(demo("0.05").arg("--timeline").arg(&path));
     assert!(
         stdout.contains(&format!("] wrote timeline to {}\n", path.display())),
         "{stdout}"
     );
     let svg = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(svg.matches("class=\"bar\"").count(), 10, "{svg}");
+    assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
     let lanes = svg.matches("class=\"lane\"").count();
     assert!((1..=4).contains(&lanes), "{lanes} lanes for Pool(4)");
+    let mut drawn = bars(&svg);
+    drawn.sort();
+    let mut printed: Vec<(String, String)> = (note_tasks(&stdout).into_iter())
+        .map(|(task, pid)| (format!("pid {pid}"), format!("task {task}")))
+        .collect();
+    printed.sort();
+    assert_eq!(drawn, printed, "{svg}");
 }
 
 #[test]

@@ -30,19 +30,18 @@
 //!     pr.terminate()
 //! ```
 //!
-//! Run with: `cargo run -p demo-queue`
+//! Run with: `cargo run -p demo-queue` (the queue between threads is in `src/thread_queue.rs`)
 
 mod demo;
 mod process;
 #[allow(dead_code)] // The tests and the bench use the rest of its API.
 mod queue;
+mod thread_queue;
 
 use std::io;
 use std::process::ExitCode;
-use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
 use demo::{Args, say};
 use process::Process;
 use queue::{Queue, Reader, Writer};
@@ -75,26 +74,6 @@ fn read(q: Reader<String>) {
         say!("Get {value} from queue.");
     }
     say!("The queue is closed and drained: the reader ends.");
-}
-
-/// Puts 0..5 on a queue that holds 2; returns how many times it found the queue full.
-fn producer(q: Sender<i32>) -> usize {
-    let mut waits = 0;
-    for item in 0..5 {
-        say!("Put {item} to queue...");
-        if let Err(TrySendError::Full(item)) = q.try_send(item) {
-            waits += 1;
-            q.send(item).unwrap(); // Blocks until the consumer takes one.
-        }
-    }
-    waits // Dropping the last Sender closes the channel: the consumer's loop ends.
-}
-
-fn consumer(q: Receiver<i32>) {
-    for item in q {
-        say!("Get {item} from queue.");
-        demo::sleep(0.2);
-    }
 }
 
 fn main() -> ExitCode {
@@ -136,13 +115,5 @@ fn try_main() -> io::Result<()> {
     let code = pr.join()?;
     say!("Reader ended by itself, exitcode {code}: it got every value, nothing is lost");
 
-    say!("3. Threads: queue.Queue(maxsize=2) is a bounded crossbeam channel");
-    let (tx, rx) = crossbeam_channel::bounded(2);
-    let named = |name: &str| thread::Builder::new().name(name.into());
-    let producer = named("producer").spawn(move || producer(tx))?;
-    let consumer = named("consumer").spawn(move || consumer(rx))?;
-    let waits = producer.join().unwrap();
-    consumer.join().unwrap();
-    say!("The producer waited {waits} times for room; the items moved, nothing was serialized");
-    Ok(())
+    thread_queue::run()
 }

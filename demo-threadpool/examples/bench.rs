@@ -30,7 +30,7 @@ fn main() {
     } else {
         (21, 1_000_000)
     };
-    let pool = Pool::new(4);
+    let pool = Pool::new(4).unwrap();
     let ours = median_rate(repeats, items, || {
         let results = pool.map(|i: u64| black_box(i), (0..items as u64).collect());
         assert_eq!(results.len(), items);

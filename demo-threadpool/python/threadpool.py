@@ -8,6 +8,7 @@ Exit code 1 if a fetch failed, 2 for a malformed URL (nothing is fetched then).
 """
 import http.server
 import ipaddress
+import itertools
 import os
 import sys
 import threading
@@ -113,8 +114,13 @@ def get(url):
     return fetch(url)
 
 
+NUMBERS = itertools.count(1)
+
+
 def name_worker():
-    threading.current_thread().name = "pool"
+    """Names each pool thread pool-1, pool-2, …, as the Rust pool does: every line says which
+    thread printed it."""
+    threading.current_thread().name = f"pool-{next(NUMBERS)}"
 
 
 def main():

@@ -16,59 +16,44 @@
 //!     print(i.url)
 //! ```
 //!
-//! Run with: `cargo run -p demo-threadpool` (or give URLs to fetch them for real; add
-//! `--timeline pool.svg` to draw which thread fetched which URL, and when)
+//! Run with: `cargo run -p demo-threadpool` (URLs given as arguments are fetched for real)
 
 mod demo;
 mod fetch;
 mod pool;
 mod server;
+mod sites;
 mod timeline;
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use demo::{Args, say};
-use fetch::{Agents, fetch};
-use pool::Pool;
-use server::{Server, Site};
-use timeline::Timeline;
+use fetch::{Agents, Page, fetch};
+use pool::{Pool, Ran};
 
 const USAGE: &str = "\
 Usage: demo-threadpool [--help] [--timeline FILE] [URL...]
 
-Fetches URLs through a pool of 4 threads with map, prints each one's url, status and size in
-the order given, then times the same fetches one by one. With no URL it serves the note's five
-sites from 127.0.0.1 (each answers after 0.1 to 0.5 s) and fetches those: no network needed.
-Exit code 1 if a fetch failed, 2 for a malformed URL (nothing is fetched then).
---timeline FILE also draws the pool's fetches as an SVG: a lane per thread, a bar per URL.
+Fetches URLs through a pool of 4 threads with map and prints each one's url, status and size
+in the order given, then times the same fetches one by one. With no URL it serves the note's
+five sites from 127.0.0.1 (each answers after 0.1 to 0.5 s): no network needed. Exit code 1 if
+a fetch failed, 2 for a malformed URL (nothing is fetched then). --timeline FILE also draws the
+fetches as an SVG: a lane per thread, a bar per URL.
 
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1); HTTP(S)_PROXY, if set, is
 used for hosts other than loopback.
 ";
-
-/// The note's five sites, as paths of the local server, with how long each takes to answer.
-const SITES: &[Site] = &[
-    ("www.baidu.com", 0.5),
-    ("www.sina.com.cn", 0.2),
-    ("www.163.com", 0.4),
-    ("www.qq.com", 0.1),
-    ("www.taobao.com", 0.3),
-];
 
 fn main() -> ExitCode {
     let mut args = Args::parse(USAGE);
     let picture = args.value("--timeline");
     let urls = args.finish();
     // A malformed URL stops the demo before anything is fetched.
-    for url in &urls {
-        if let Err(e) = fetch::check(url) {
-            demo::fail(&e);
-        }
+    if let Some(e) = urls.iter().find_map(|url| fetch::check(url).err()) {
+        demo::fail(&e);
     }
     // A file that cannot be written stops the demo before it starts, as a bad flag does.
     let picture = picture.map(|path| match File::create(&path) {
@@ -85,65 +70,51 @@ fn main() -> ExitCode {
     }
 }
 
+/// `requests.get(url)`, in a pool thread, which says so.
+fn get(agents: &Agents, url: &str) -> Result<Page, String> {
+    say!("get {url}");
+    fetch(agents, url)
+}
+
 /// Returns how many fetches failed.
 fn try_main(urls: Vec<String>, picture: Option<(String, File)>) -> io::Result<usize> {
-    let server = urls.is_empty().then(|| Server::start(SITES)).transpose()?;
-    let urls = match &server {
-        Some(server) => {
-            say!("serving the note's five sites on {}", server.url(""));
-            SITES.iter().map(|(site, _)| server.url(site)).collect()
-        }
-        None => urls,
+    let (server, urls) = match urls.is_empty() {
+        true => sites::serve().map(|(server, urls)| (Some(server), urls))?,
+        false => (None, urls),
     };
-
     let agents = Agents::new();
-    let pool = Pool::new(4);
-    let start = Instant::now();
-    let (fetcher, timeline) = (agents.clone(), Arc::new(Timeline::new()));
-    let recorder = Arc::clone(&timeline);
-    let results = pool.map(
-        move |url: String| {
-            say!("get {url}");
-            // On the timeline, a URL is its last part: the site's name, or the host.
-            let label = url.rsplit('/').find(|p| !p.is_empty()).unwrap_or("");
-            LANE.with(|lane| recorder.record(lane, label, || fetch(&fetcher, &url)))
-        },
-        urls.clone(),
-    );
+    let pool = Pool::new(4)?;
+    let (fetcher, start) = (agents.clone(), Instant::now());
+    // map_timed is map, and also says which thread ran each fetch and when, for the picture.
+    let (results, ran) = pool.map_timed(move |url: String| get(&fetcher, &url), urls.clone());
     let pooled = start.elapsed().as_secs_f64() * 1e3;
     pool.join();
 
     // New: results come in the order of `urls`, whichever fetch ended first.
-    let mut failed = 0;
+    let failed = results.iter().filter(|r| !matches!(r, Ok(Ok(_)))).count();
     for (url, result) in urls.iter().zip(results) {
         match result.map_err(|e| e.to_string()).and_then(|page| page) {
             Ok(page) => say!("{} {} {} bytes", page.url, page.status, page.size),
-            Err(e) => {
-                failed += 1;
-                say!("{url} failed: {e}");
-            }
+            Err(e) => say!("{url} failed: {e}"),
         }
     }
 
     let start = Instant::now();
-    for url in &urls {
-        let _ = fetch(&agents, url);
-    }
+    let _: Vec<_> = urls.iter().map(|url| fetch(&agents, url)).collect(); // Only the time counts.
     let serial = start.elapsed().as_secs_f64() * 1e3;
     say!("all fetches through a pool of 4 threads: {pooled:.0} ms; one by one: {serial:.0} ms");
     drop(server); // Stops the server and joins its threads.
     if let Some((path, mut file)) = picture {
         let title = format!("pool.map: {} fetches in a pool of 4 threads", urls.len());
-        file.write_all(timeline::svg(&title, &timeline.bars()).as_bytes())?;
+        file.write_all(timeline::svg(&title, &bars(&urls, ran)).as_bytes())?;
         say!("wrote timeline to {path}");
     }
     Ok(failed)
 }
 
-static THREADS: AtomicUsize = AtomicUsize::new(1);
-
-thread_local! {
-    /// The timeline's lane: every pool thread is named `pool`, so each gets a number, in the
-    /// order the threads start their first fetch.
-    static LANE: String = format!("pool thread {}", THREADS.fetch_add(1, Ordering::Relaxed));
+/// The picture's bars: a lane per pool thread, a bar per fetch named by the URL's last part.
+fn bars(urls: &[String], ran: Vec<Ran>) -> Vec<timeline::Bar> {
+    let last = |url: &str| url.rsplit('/').find(|p| !p.is_empty()).map(String::from);
+    let bar = |(url, r): (&String, Ran)| (r.thread, last(url).unwrap_or_default(), r.start, r.end);
+    timeline::bars(urls.iter().zip(ran).map(bar))
 }

@@ -202,24 +202,79 @@ impl Drop for TempDir {
     }
 }
 
+/// The bars of a picture as (lane, label), matched to their lanes by their height in it.
+fn bars(svg: &str) -> Vec<(String, String)> {
+    let attr = |line: &str, name: &str| -> f64 {
+        let at = line.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        line[at..at + line[at..].find('"').unwrap()]
+            .parse()
+            .unwrap()
+    };
+    let between = |line: &str, from: &str, to: &str| -> String {
+        let at = line.find(from).unwrap() + from.len();
+        line[at..at + line[at..].find(to).unwrap()].to_string()
+    };
+    let lanes: Vec<(f64, String)> = (svg.lines())
+        .filter(|l| l.contains("class=\"lane\""))
+        .map(|l| (attr(l, "y"), between(l, "text-anchor=\"end\">", "</text>")))
+        .collect();
+    (svg.lines())
+        .filter(|l| l.contains("class=\"bar\""))
+        .map(|l| {
+            let y = attr(l, "y");
+            let lane = lanes.iter().find(|(top, _)| (y - top - 5.0).abs() < 0.5);
+            let label = between(l, "<title>", ": ");
+            (lane.expect("a bar in a lane").1.clone(), label)
+        })
+        .collect()
+}
+
 #[test]
-fn the_timeline_has_a_bar_per_fetch_and_a_lane_per_thread() {
+fn every_fetch_says_which_numbered_pool_thread_ran_it() {
+    let out = run(&mut demo());
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let gets: Vec<&str> = stdout.lines().filter(|l| l.contains("] get ")).collect();
+    assert_eq!(gets.len(), 5, "{stdout}");
+    for line in gets {
+        let who = &line[..line.find(']').unwrap()];
+        let thread = who.rsplit(' ').next().unwrap();
+        let n: usize = thread.strip_prefix("pool-").unwrap().parse().unwrap();
+        assert!((1..=4).contains(&n), "{line}");
+    }
+}
+
+#[test]
+fn the_timeline_draws_each_fetch_in_the_lane_of_the_thread_that_ran_it() {
     let dir = TempDir::new("demo-threadpool-timeline");
     let path = dir.0.join("pool.svg");
     let out = run(demo().arg("--timeline").arg(&path));
     assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
     let lines = lines(&out);
     // The flagless output, then one line more.
     assert_eq!(lines.len(), 13, "{lines:?}");
     assert_eq!(lines[12], format!("wrote timeline to {}", path.display()));
     let svg = std::fs::read_to_string(&path).unwrap();
     assert!(svg.starts_with("<svg ") && svg.ends_with("</svg>\n"));
-    assert_eq!(svg.matches("class=\"bar\"").count(), 5, "{svg}");
     let lanes = svg.matches("class=\"lane\"").count();
     assert!((1..=4).contains(&lanes), "{lanes} lanes for 4 threads");
-    for site in ["www.baidu.com", "www.qq.com", "www.taobao.com"] {
-        assert!(svg.contains(&format!("<title>{site}: ")), "{site}");
-    }
+    // Each `get` line names its thread; the picture must put that fetch in that thread's lane.
+    let mut printed: Vec<(String, String)> = (stdout.lines())
+        .filter_map(|l| {
+            let (who, url) = l.split_once("] get ")?;
+            let site = url.rsplit('/').next().unwrap();
+            Some((
+                who.rsplit(' ').next().unwrap().to_string(),
+                site.to_string(),
+            ))
+        })
+        .collect();
+    printed.sort();
+    let mut drawn = bars(&svg);
+    drawn.sort();
+    assert_eq!(drawn.len(), 5, "{svg}");
+    assert_eq!(drawn, printed, "{svg}");
 }
 
 #[test]

@@ -118,6 +118,20 @@ fn every_demo_has_its_files_and_a_row_in_the_readme() {
     }
 }
 
+/// Each demo's `main.rs` is the note's program in Rust and reads as one story: at most 120
+/// lines. What goes beyond the note lives in a module of its own.
+#[test]
+fn every_main_rs_is_at_most_120_lines() {
+    for name in demos::discover().unwrap() {
+        let main = std::fs::read_to_string(root().join(&name).join("src/main.rs")).unwrap();
+        let lines = main.lines().count();
+        assert!(
+            lines <= 120,
+            "{name}/src/main.rs has {lines} lines, over 120"
+        );
+    }
+}
+
 /// `cp -r demo-x elsewhere && cargo build` works: each crate is copied alone, with the
 /// workspace's Cargo.lock, into an empty folder and built offline there.
 #[test]
