@@ -63,7 +63,7 @@ const SITES: &[Site] = &[
 fn main() -> ExitCode {
     let mut args = Args::parse(USAGE);
     let picture = args.value("--timeline");
-    let urls = args.finish();
+    let urls = args.operands();
     // A malformed URL stops the demo before anything is fetched.
     for url in &urls {
         if let Err(e) = fetch::check(url) {
