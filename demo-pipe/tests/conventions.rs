@@ -35,15 +35,6 @@ fn demo(scale: &str) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    for proxy in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-    ] {
-        command.env_remove(proxy);
-    }
     command
 }
 
