@@ -6,6 +6,7 @@
 //! on its own: the target, named in a list that `main` hands to `run_if_spawned`, and the
 //! arguments, sent as JSON on its command line (Python pickles them through a pipe).
 
+use std::ffi::OsString;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::process::Command;
@@ -65,7 +66,11 @@ impl Process {
 /// Call first thing in `main`. In a spawned child it runs the named target and exits
 /// (0, or 1 if the target panicked); in any other run it returns at once.
 pub fn run_if_spawned(targets: &[&dyn Spawnable]) {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Arguments that are not UTF-8 are not a spawned child's: `Args::parse` refuses them.
+    let args = std::env::args_os().skip(1).map(OsString::into_string);
+    let Ok(args) = args.collect::<Result<Vec<String>, _>>() else {
+        return;
+    };
     let [flag, name, json] = args.as_slice() else {
         return;
     };

@@ -137,9 +137,7 @@ fn ended(pid: u32) -> bool {
 fn no_child_outlives_a_parent_killed_by(signal: Signal) {
     // Scaled up, the demo's long-sleeping child (Process-3) stays up until we act.
     let mut command = demo();
-    command
-        .env("DEMO_TIME_SCALE", "1000")
-        .stdout(Stdio::piped());
+    command.env("DEMO_TIME_SCALE", "100").stdout(Stdio::piped());
     let mut parent = Guard(command.spawn().unwrap());
     let pid = parent.0.id();
     let mut lines = BufReader::new(parent.0.stdout.take().unwrap()).lines();

@@ -118,7 +118,10 @@ fn a_panicking_thread_is_reported_at_join() {
     let thread = thread.unwrap();
     let report = format!("join reports: {thread} panicked: attempt to divide by zero");
     assert!(stdout.contains(&report), "{stdout}");
-    assert!(stderr.contains(&format!("thread '{thread}'")), "{stderr}");
+    assert!(
+        stderr.contains(&format!(" {thread}] panicked at ")),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -50,11 +50,29 @@ pub fn check(url: &str) -> Result<Uri, String> {
         .parse()
         .map_err(|e| format!("malformed URL {url:?}: {e}"))?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
-        _ => Err(format!(
-            "malformed URL {url:?}: want http://host/… or https://host/…"
-        )),
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => {}
+        _ => {
+            return Err(format!(
+                "malformed URL {url:?}: want http://host/… or https://host/…"
+            ));
+        }
     }
+    // The parser takes any digits for a port, and `Uri::port` then answers None as if there
+    // were none: look at what follows the host ourselves.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let host_and_port = authority.rsplit('@').next().unwrap_or_default();
+    let after_host = match host_and_port.rfind(']') {
+        Some(i) => &host_and_port[i + 1..],
+        None => host_and_port,
+    };
+    if let Some((_, port)) = after_host.split_once(':') {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!(
+                "malformed URL {url:?}: the port must be a number from 1 to 65535"
+            ));
+        }
+    }
+    Ok(uri)
 }
 
 pub fn fetch(agents: &Agents, url: &str) -> Result<Page, String> {
@@ -87,6 +105,20 @@ mod tests {
     fn urls_are_checked() {
         assert!(check("http://www.baidu.com").is_ok());
         assert!(check("https://127.0.0.1:8080/www.qq.com").is_ok());
+        assert!(check("http://[::1]:65535/").is_ok());
+        assert!(check("http://user:secret@127.0.0.1/").is_ok());
+        let bad_ports = [
+            "http://127.0.0.1:99999/",
+            "http://[::1]:65536/",
+            "http://h:0/",
+        ];
+        for bad in bad_ports
+            .into_iter()
+            .chain(["http://h:/", "https://u@h:123456/"])
+        {
+            let err = check(bad).unwrap_err();
+            assert!(err.contains("port"), "{bad}: {err}");
+        }
         for bad in ["www.baidu.com", "ftp://x/", "http://", "not a url", ""] {
             assert!(check(bad).is_err(), "{bad}");
         }

@@ -50,7 +50,7 @@ used for hosts other than loopback.
 fn main() -> ExitCode {
     let mut args = Args::parse(USAGE);
     let picture = args.value("--timeline");
-    let urls = args.finish();
+    let urls = args.operands();
     // A malformed URL stops the demo before anything is fetched.
     if let Some(e) = urls.iter().find_map(|url| fetch::check(url).err()) {
         demo::fail(&e);

@@ -2,12 +2,14 @@
 //! runs offline: each site is a path, answered after its own delay (`DEMO_TIME_SCALE` applies).
 //!
 //! One thread accepts, one thread per connection answers (each answer waits, as a slow site
-//! does, so they must overlap). Dropping the `Server` stops it and joins all its threads.
+//! does, so they must overlap). Dropping the `Server` stops it at once: it closes every
+//! connection still open, wakes every answer still waiting, and joins all its threads. A client
+//! that trickles a request byte by byte cannot keep it running.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -18,8 +20,58 @@ pub type Site = (&'static str, f64);
 
 pub struct Server {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
+}
+
+/// What the server's threads share: whether it has stopped, and the connections still open,
+/// so that stopping can close them.
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    stopped: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    stopped: bool,
+    open: HashMap<u64, TcpStream>,
+}
+
+impl Shared {
+    /// Registers a new connection under a number; false once the server has stopped.
+    fn open(&self, n: u64, stream: &TcpStream) -> io::Result<bool> {
+        let mut state = self.state.lock().unwrap();
+        if !state.stopped {
+            state.open.insert(n, stream.try_clone()?);
+        }
+        Ok(!state.stopped)
+    }
+
+    fn close(&self, n: u64) {
+        self.state.lock().unwrap().open.remove(&n);
+    }
+
+    /// Stops the server: every open connection is shut, so that a read or write on it
+    /// returns at once, and every `wait` wakes.
+    fn stop(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.stopped = true;
+        for stream in state.open.values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.stopped.notify_all();
+    }
+
+    /// Waits `delay`, as a slow site does; false if the server stopped meanwhile.
+    fn wait(&self, delay: Duration) -> bool {
+        let state = self.state.lock().unwrap();
+        let (state, _) = self
+            .stopped
+            .wait_timeout_while(state, delay, |s| !s.stopped)
+            .unwrap();
+        !state.stopped
+    }
 }
 
 impl Server {
@@ -27,14 +79,14 @@ impl Server {
     pub fn start(sites: &'static [Site]) -> io::Result<Server> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
+        let shared = Arc::new(Shared::default());
+        let serving = Arc::clone(&shared);
         let accept = thread::Builder::new()
             .name("server".into())
-            .spawn(move || serve(listener, sites, &stopping))?;
+            .spawn(move || serve(listener, sites, serving))?;
         Ok(Server {
             addr,
-            stop,
+            shared,
             accept: Some(accept),
         })
     }
@@ -47,10 +99,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // `accept` blocks until someone connects: we do, so that it sees `stop`. If even that
-        // fails, the thread is left to end with the process rather than waited for in vain.
-        if TcpStream::connect(self.addr).is_ok() {
+        self.shared.stop();
+        // `accept` blocks until someone connects: we do, so that it sees the stop. If even
+        // that fails, the thread is left to end with the process rather than waited for in
+        // vain; the connections are closed all the same.
+        if TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok() {
             if let Some(accept) = self.accept.take() {
                 let _ = accept.join();
             }
@@ -58,27 +111,34 @@ impl Drop for Server {
     }
 }
 
-fn serve(listener: TcpListener, sites: &'static [Site], stop: &AtomicBool) {
+fn serve(listener: TcpListener, sites: &'static [Site], shared: Arc<Shared>) {
     let mut answering = Vec::new();
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
+    for (n, stream) in (0..).zip(listener.incoming()) {
         let Ok(stream) = stream else { continue };
-        let answer = thread::Builder::new()
-            .name("server".into())
-            .spawn(move || answer(stream, sites));
-        answering.extend(answer.ok());
+        match shared.open(n, &stream) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => continue, // Not served: a connection the stop could not close.
+        }
+        let answering_shared = Arc::clone(&shared);
+        let answer = thread::Builder::new().name("server".into()).spawn(move || {
+            answer(stream, sites, &answering_shared);
+            answering_shared.close(n);
+        });
+        match answer {
+            Ok(answer) => answering.push(answer),
+            Err(_) => shared.close(n),
+        }
         answering.retain(|t: &JoinHandle<()>| !t.is_finished());
     }
-    // Each answer ends: its reads time out, its delay is bounded.
+    // Each answer ends at once: its connection is shut and its wait is woken.
     for t in answering {
         let _ = t.join();
     }
 }
 
 /// Reads one request and answers it: the site's page after the site's delay, or 404.
-fn answer(mut stream: TcpStream, sites: &[Site]) {
+fn answer(mut stream: TcpStream, sites: &[Site], shared: &Shared) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut request = Vec::new();
     let mut buf = [0; 1024];
@@ -97,7 +157,9 @@ fn answer(mut stream: TcpStream, sites: &[Site]) {
         .trim_start_matches('/');
     let response = match sites.iter().find(|(site, _)| *site == path) {
         Some((site, delay)) => {
-            demo::sleep(*delay);
+            if !shared.wait(demo::scaled(*delay)) {
+                return;
+            }
             let body = page(site);
             format!("HTTP/1.1 200 OK\r\n{}\r\n\r\n{body}", headers(body.len()))
         }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
 use crate::demos::{self, Outcome};
 use crate::{LIMIT, check};
 
@@ -37,6 +39,14 @@ pub fn compare(names: &[String], env: &[(&str, &str)], show: bool) -> Result<boo
     let bins = demos::build(names, false).map_err(|e| e.to_string())?;
     let mut all_ok = true;
     for (name, bin) in names.iter().zip(bins) {
+        let bin = match bin {
+            Ok(bin) => bin,
+            Err(why) => {
+                println!("{name} ... FAILED: {why}\n");
+                all_ok = false;
+                continue;
+            }
+        };
         let expected = demos::root().join(name).join("expected-output.txt");
         let references = references(name);
         if references.is_empty() {
@@ -52,22 +62,27 @@ pub fn compare(names: &[String], env: &[(&str, &str)], show: bool) -> Result<boo
         let mut rust = Command::new(&bin);
         rust.env("RUST_BACKTRACE", "0").envs(env.iter().copied());
         let rust = demos::run(rust, LIMIT).map_err(|e| e.to_string())?;
-        let python_check = check(name, &expected, &python, false);
-        let rust_check = check(name, &expected, &rust, false);
+        let python_check = check(&expected, &python);
+        let rust_check = check(&expected, &rust);
         let verdict = |r: &Result<(), String>| if r.is_ok() { "ok" } else { "FAILED" };
+        // Wall time, sleeps included: the demos sleep as the note does, so this is no race.
         let left = format!(
-            "Python, {:.2} s: {}",
+            "Python: {}, {:.2} s wall time (sleeps included)",
+            verdict(&python_check),
             python.elapsed.as_secs_f64(),
-            verdict(&python_check)
         );
         let right = format!(
-            "Rust, {:.2} s: {}",
+            "Rust: {}, {:.2} s wall time (sleeps included)",
+            verdict(&rust_check),
             rust.elapsed.as_secs_f64(),
-            verdict(&rust_check)
         );
         if show {
             println!("== {name}");
-            side_by_side(&left, &python.stdout, &right, &rust.stdout);
+            let width = terminal_width();
+            print!(
+                "{}",
+                side_by_side(width, &left, &python.stdout, &right, &rust.stdout)
+            );
         }
         for (who, result) in [("Python", &python_check), ("Rust", &rust_check)] {
             if let Err(why) = result {
@@ -87,38 +102,73 @@ pub fn compare(names: &[String], env: &[(&str, &str)], show: bool) -> Result<boo
     Ok(all_ok)
 }
 
-/// Two columns when the terminal is wide enough for them, one after the other when not.
-fn side_by_side(left_title: &str, left: &str, right_title: &str, right: &str) {
-    let widest = left
-        .lines()
+/// Two columns when `width` has room for them, one after the other when not. Both columns
+/// are cut to fit, measured in display columns: a CJK character takes two.
+fn side_by_side(
+    width: usize,
+    left_title: &str,
+    left: &str,
+    right_title: &str,
+    right: &str,
+) -> String {
+    if width < 2 * 40 + 3 {
+        return format!("--- {left_title}\n{left}--- {right_title}\n{right}");
+    }
+    let widest = [left_title, right_title]
+        .into_iter()
+        .chain(left.lines())
         .chain(right.lines())
-        .map(|l| l.chars().count())
+        .map(|l| printable(l).width())
         .max()
         .unwrap_or(0);
-    let width = terminal_width();
-    if width < 2 * 40 + 3 {
-        println!("--- {left_title}\n{left}--- {right_title}\n{right}");
-        return;
-    }
-    let column = ((width - 3) / 2).min(widest.max(left_title.len()));
-    let cut = |s: &str| -> String {
-        if s.chars().count() <= column {
-            format!("{s:<column$}")
-        } else {
-            s.chars().take(column - 1).collect::<String>() + "…"
-        }
-    };
-    println!("{} | {}", cut(left_title), right_title);
-    println!("{}-+-{}", "-".repeat(column), "-".repeat(column));
+    let column = ((width - 3) / 2).min(widest).max(1);
+    let mut out = format!(
+        "{} | {}\n",
+        fit(left_title, column),
+        fit(right_title, column).trim_end()
+    );
+    out += &format!("{}-+-{}\n", "-".repeat(column), "-".repeat(column));
     let (l, r): (Vec<&str>, Vec<&str>) = (left.lines().collect(), right.lines().collect());
     for i in 0..l.len().max(r.len()) {
-        println!(
-            "{} | {}",
-            cut(l.get(i).unwrap_or(&"")),
-            r.get(i).unwrap_or(&"")
-        );
+        let (l, r) = (l.get(i).unwrap_or(&""), r.get(i).unwrap_or(&""));
+        out += &format!("{} | {}\n", fit(l, column), fit(r, column).trim_end());
     }
-    println!();
+    out + "\n"
+}
+
+/// A line as the terminal should show it in a column: tabs as spaces, other control
+/// characters as `?`, since their width is the terminal's to decide.
+fn printable(line: &str) -> String {
+    line.chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
+/// `line` cut or padded to exactly `column` display columns; a cut line ends with `…`.
+fn fit(line: &str, column: usize) -> String {
+    let line = printable(line);
+    let mut out = String::new();
+    let mut used = 0;
+    if line.width() > column {
+        for c in line.chars() {
+            let w = c.width().unwrap_or(0);
+            if used + w > column - 1 {
+                break;
+            }
+            out.push(c);
+            used += w;
+        }
+        out.push('…');
+        used += 1;
+    } else {
+        out = line;
+        used = out.width();
+    }
+    out + &" ".repeat(column - used)
 }
 
 /// The terminal's width: `COLUMNS` if set, else what `stty size` says of the terminal on
@@ -140,4 +190,40 @@ fn terminal_width() -> usize {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(80)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_columns_fit_the_terminal_whatever_the_script() {
+        let long = "x".repeat(300);
+        let python = format!("[pid 1] 执行操作 {}\n[pid 1] short\n", "执行".repeat(80));
+        let rust = format!("[pid 2] {long}\n[pid 2] 执行操作\n[pid 2] a\tb\n");
+        for width in [83, 120, 200] {
+            let shown = side_by_side(width, "Python: ok", &python, "Rust: ok", &rust);
+            let lines: Vec<&str> = shown.lines().filter(|l| !l.is_empty()).collect();
+            assert_eq!(lines.len(), 2 + 3, "{shown}");
+            let separator = |line: &str| {
+                let i = line.find(" | ").or_else(|| line.find("-+-")).unwrap();
+                line[..i].width()
+            };
+            for line in &lines {
+                assert!(
+                    line.width() <= width,
+                    "{width}: {line:?} is {}",
+                    line.width()
+                );
+                // The separator stands in the same display column on every line.
+                assert_eq!(separator(line), separator(lines[1]), "{width}: {line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_narrow_terminal_shows_one_after_the_other() {
+        let shown = side_by_side(60, "Python", "a\n", "Rust", "b\n");
+        assert_eq!(shown, "--- Python\na\n--- Rust\nb\n");
+    }
 }

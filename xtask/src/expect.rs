@@ -111,19 +111,32 @@ fn match_any_order(patterns: &[&str], lines: &[&str]) -> bool {
     })
 }
 
-/// A line diff for a failed match: `-` for an expected line that is not there, `+` for an
-/// output line that was not expected, and two spaces for lines that agree.
-pub fn diff(expected: &str, actual: &str) -> String {
+/// One step of the alignment of an expected-output file with an output.
+enum Step<'a> {
+    /// An output line that a pattern line matches.
+    Agree(&'a str),
+    /// `...` or a block marker: it matches no line of its own.
+    Marker(&'a str),
+    /// An expected line that is not there.
+    Missing(&'a str),
+    /// An output line that was not expected.
+    Extra(&'a str),
+}
+
+fn is_marker(line: &str) -> bool {
+    matches!(line, "..." | "[unordered]" | "[/unordered]")
+}
+
+/// The longest common subsequence of pattern lines and output lines, where a pattern line and
+/// an output line agree if they match.
+fn align<'a>(expected: &'a str, actual: &'a str) -> Vec<Step<'a>> {
     let want: Vec<&str> = expected.lines().collect();
     let got: Vec<&str> = actual.lines().collect();
-    // Longest common subsequence, where a pattern line and an output line agree if they match.
-    // Block markers and `...` match no line of their own: they are shown as context.
-    let marker = |w: &str| matches!(w, "..." | "[unordered]" | "[/unordered]");
-    let agree = |w: &str, g: &str| !marker(w) && line_matches(w, g);
+    let agree = |w: &str, g: &str| !is_marker(w) && line_matches(w, g);
     let mut table = vec![vec![0usize; got.len() + 1]; want.len() + 1];
     for i in (0..want.len()).rev() {
         for j in (0..got.len()).rev() {
-            table[i][j] = if marker(want[i]) {
+            table[i][j] = if is_marker(want[i]) {
                 table[i + 1][j]
             } else if agree(want[i], got[j]) {
                 table[i + 1][j + 1] + 1
@@ -132,21 +145,145 @@ pub fn diff(expected: &str, actual: &str) -> String {
             };
         }
     }
-    let (mut i, mut j, mut out) = (0, 0, String::new());
+    let (mut i, mut j, mut steps) = (0, 0, Vec::new());
     while i < want.len() || j < got.len() {
-        if i < want.len() && marker(want[i]) {
-            out += &format!("  {}\n", want[i]);
+        if i < want.len() && is_marker(want[i]) {
+            steps.push(Step::Marker(want[i]));
             i += 1;
         } else if i < want.len() && j < got.len() && agree(want[i], got[j]) {
-            out += &format!("  {}\n", got[j]);
+            steps.push(Step::Agree(got[j]));
             (i, j) = (i + 1, j + 1);
         } else if j < got.len() && (i == want.len() || table[i][j + 1] >= table[i + 1][j]) {
-            out += &format!("+ {}\n", got[j]);
+            steps.push(Step::Extra(got[j]));
             j += 1;
         } else {
-            out += &format!("- {}\n", want[i]);
+            steps.push(Step::Missing(want[i]));
             i += 1;
         }
+    }
+    steps
+}
+
+/// A line diff for a failed match: `-` for an expected line that is not there, `+` for an
+/// output line that was not expected, and two spaces for lines that agree. Block markers and
+/// `...` are shown as context.
+pub fn diff(expected: &str, actual: &str) -> String {
+    let mut out = String::new();
+    for step in align(expected, actual) {
+        out += &match step {
+            Step::Agree(line) | Step::Marker(line) => format!("  {line}\n"),
+            Step::Extra(line) => format!("+ {line}\n"),
+            Step::Missing(line) => format!("- {line}\n"),
+        };
+    }
+    out
+}
+
+/// An output line as a pattern: the number of each `[pid N` becomes `[..]`.
+pub fn literal(line: &str) -> String {
+    let (mut out, mut rest) = (String::new(), line);
+    while let Some(i) = rest.find("[pid ") {
+        out += &rest[..i + 5];
+        rest = rest[i + 5..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out += "[..]";
+    }
+    out + rest
+}
+
+/// A new expected-output file for `runs`, the outputs of several runs of one demo: what of
+/// `expected` still matches the first run keeps its patterns (`[..]`, `...`, whole
+/// `[unordered]` blocks), the rest gives way to that run's lines, with pids as `[..]`. An error,
+/// which names the lines, when the result does not match every run: the runs differ beyond
+/// pids where no pattern says they may.
+pub fn bless(expected: &str, runs: &[&str]) -> Result<String, String> {
+    // A malformed file keeps nothing.
+    let items = parse(expected).unwrap_or_default();
+    let lines: Vec<&str> = runs[0].lines().collect();
+    let blessed = keep_what_matches(&items, &lines);
+    let mut differ = String::new();
+    for run in runs {
+        if !matches(&blessed, run)? {
+            for line in diff(&blessed, run).lines().filter(|l| !l.starts_with("  ")) {
+                differ += &format!("{line}\n");
+            }
+        }
+    }
+    if differ.is_empty() {
+        Ok(blessed)
+    } else {
+        Err(format!(
+            "{} runs differ beyond pids in these lines (- as blessed from the first run, + \
+             another run); make them patterns by hand ([..] within a line, [unordered] for \
+             lines in any order):\n{}",
+            runs.len(),
+            differ.trim_end()
+        ))
+    }
+}
+
+/// The items that cover the most of `lines`, kept as they are, and the lines that none
+/// covers, as literal patterns, in the order of the output.
+fn keep_what_matches(items: &[Item], lines: &[&str]) -> String {
+    // covered[i][j]: how many of lines[j..] items[i..] can cover at most. An item left out
+    // covers nothing, and so does a line taken literally; `...` covers any lines.
+    let (n, m) = (items.len(), lines.len());
+    let mut covered = vec![vec![0usize; m + 1]; n + 1];
+    let take = |i: usize, j: usize, covered: &[Vec<usize>]| -> Option<(usize, usize)> {
+        match &items[i] {
+            Item::Line(p) => (j < m && line_matches(p, lines[j])).then_some(1),
+            Item::Unordered(ps) => (j + ps.len() <= m
+                && match_any_order(ps, &lines[j..j + ps.len()]))
+            .then_some(ps.len()),
+            Item::AnyLines => (j < m).then_some(1),
+        }
+        .map(|k| {
+            let next = if matches!(items[i], Item::AnyLines) {
+                i
+            } else {
+                i + 1
+            };
+            (k + covered[next][j + k], k)
+        })
+    };
+    for i in (0..n).rev() {
+        for j in (0..=m).rev() {
+            let left_out = covered[i + 1][j];
+            let literal = if j < m { covered[i][j + 1] } else { 0 };
+            let taken = take(i, j, &covered).map_or(0, |(c, _)| c);
+            covered[i][j] = left_out.max(literal).max(taken);
+        }
+    }
+    let mut out = String::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n {
+            if let Some((_, k)) = take(i, j, &covered).filter(|&(c, _)| c == covered[i][j]) {
+                match &items[i] {
+                    Item::Line(p) => out += &format!("{p}\n"),
+                    Item::Unordered(ps) => {
+                        out += "[unordered]\n";
+                        ps.iter().for_each(|p| out += &format!("{p}\n"));
+                        out += "[/unordered]\n";
+                    }
+                    // `...` is written once, when it has covered its last line.
+                    Item::AnyLines => {}
+                }
+                if !matches!(items[i], Item::AnyLines) {
+                    i += 1;
+                }
+                j += k;
+                continue;
+            }
+            if covered[i + 1][j] == covered[i][j] {
+                if matches!(items[i], Item::AnyLines) {
+                    out += "...\n";
+                }
+                i += 1;
+                continue;
+            }
+        }
+        out += &format!("{}\n", literal(lines[j]));
+        j += 1;
     }
     out
 }
@@ -194,6 +331,34 @@ mod tests {
         assert!(matches("[unordered]\na\n", "a\n").is_err());
         assert!(matches("[/unordered]\n", "").is_err());
         assert!(matches("[unordered]\n...\n[/unordered]\n", "").is_err());
+    }
+
+    #[test]
+    fn a_literal_line_replaces_pids() {
+        assert_eq!(
+            literal("[pid 7 thread-1] b [pid 9]"),
+            "[pid [..] thread-1] b [pid [..]]"
+        );
+        assert_eq!(literal("no pid"), "no pid");
+    }
+
+    #[test]
+    fn bless_keeps_matching_patterns_and_takes_new_lines() {
+        let expected = "a\n[unordered]\nx [..]\ny\n[/unordered]\ngone\ntook [..] s\n";
+        let runs = [
+            "a\ny\nx 1\ntook 1 s\n[pid 4] new\n",
+            "a\nx 2\ny\ntook 2 s\n[pid 5] new\n",
+        ];
+        assert_eq!(
+            bless(expected, &runs),
+            Ok("a\n[unordered]\nx [..]\ny\n[/unordered]\ntook [..] s\n[pid [..]] new\n".into())
+        );
+    }
+
+    #[test]
+    fn bless_names_the_lines_where_runs_differ() {
+        let err = bless("a\n", &["a\nb 1\n", "a\nb 2\n"]).unwrap_err();
+        assert!(err.contains("- b 1") && err.contains("+ b 2"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ mod expect;
 #[cfg(test)]
 mod tidy;
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -27,14 +28,19 @@ Tasks:
   bench [--quick]      measure each primitive, ours against Python and the OS limit, in one
                        run; print the table, write target/bench/results.json and chart.svg
 
---bless rewrites the expected-output.txt of each demo whose output does not match, from this
-run's output with pids replaced by [..]; edit what else varies (times, order) by hand.
+--bless rewrites the expected-output.txt of each demo whose output does not match, from three
+runs: lines that still match keep their patterns, the others take the output's lines with pids
+as [..]; where the runs differ beyond that, it names the lines and leaves the file alone (make
+them patterns by hand: [..] within a line, [unordered] for lines in any order).
 
 Environment: DEMO_TIME_SCALE is passed to the demos (it multiplies their sleeps).
 ";
 
 /// How long one demo may run before it is killed and counts as failed.
 const LIMIT: Duration = Duration::from_secs(120);
+
+/// How many runs `--bless` compares before it rewrites a file.
+const BLESS_RUNS: usize = 3;
 
 fn main() -> ExitCode {
     match try_main() {
@@ -47,7 +53,7 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> Result<ExitCode, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = parse_args(std::env::args_os().skip(1))?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let ok = |passed: bool| {
         if passed {
@@ -96,6 +102,14 @@ fn try_main() -> Result<ExitCode, String> {
     }
 }
 
+/// The arguments as text: one that is not UTF-8 is an error, as any bad argument is.
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>, String> {
+    args.into_iter()
+        .map(OsString::into_string)
+        .collect::<Result<_, _>>()
+        .map_err(|arg| format!("the argument {arg:?} is not UTF-8 (try `cargo xtask help`)"))
+}
+
 fn bless_flag(rest: &[&str]) -> Result<bool, String> {
     match rest {
         [] => Ok(false),
@@ -126,21 +140,42 @@ fn demo_name(name: &str) -> Result<String, String> {
 /// `N passed, N failed`. `env` is added to each demo's environment. True when all passed.
 fn run_all(names: &[String], bless: bool, env: &[(&str, &str)]) -> Result<bool, String> {
     let bins = demos::build(names, false).map_err(|e| e.to_string())?;
+    let (_, failed) = run_built(&demos::root(), names, bins, bless, env)?;
+    Ok(failed == 0)
+}
+
+/// `run_all` once the demos of `root` are built: `bins` holds each one's binary, or why it
+/// has none. Returns how many passed and how many failed.
+fn run_built(
+    root: &Path,
+    names: &[String],
+    bins: Vec<Result<PathBuf, String>>,
+    bless: bool,
+    env: &[(&str, &str)],
+) -> Result<(usize, usize), String> {
     let (mut passed, mut failed) = (0, 0);
     for (name, bin) in names.iter().zip(bins) {
-        let mut command = Command::new(&bin);
-        command.env("RUST_BACKTRACE", "0").envs(env.iter().copied());
-        let outcome = demos::run(command, LIMIT).map_err(|e| format!("{name}: {e}"))?;
-        let expected_path = demos::root().join(name).join("expected-output.txt");
-        match check(name, &expected_path, &outcome, bless) {
-            Ok(()) => {
-                println!("{name} ... ok ({:.1} s)", outcome.elapsed.as_secs_f64());
+        let expected_path = root.join(name).join("expected-output.txt");
+        let verdict = match &bin {
+            Ok(bin) => {
+                let demo = || {
+                    let mut command = Command::new(bin);
+                    command.env("RUST_BACKTRACE", "0").envs(env.iter().copied());
+                    command
+                };
+                run_demo(name, demo, &expected_path, bless)?
+            }
+            Err(why) => Err((why.clone(), None)),
+        };
+        match verdict {
+            Ok(elapsed) => {
+                println!("{name} ... ok ({:.1} s)", elapsed.as_secs_f64());
                 passed += 1;
             }
-            Err(why) => {
+            Err((why, stderr)) => {
                 println!("{name} ... FAILED: {why}");
-                if !outcome.stderr.is_empty() {
-                    println!("--- stderr\n{}", outcome.stderr.trim_end());
+                if let Some(stderr) = stderr.filter(|s| !s.is_empty()) {
+                    println!("--- stderr\n{}", stderr.trim_end());
                 }
                 let scale = env.iter().find(|(k, _)| *k == "DEMO_TIME_SCALE");
                 let scale = scale
@@ -152,17 +187,76 @@ fn run_all(names: &[String], bless: bool, env: &[(&str, &str)]) -> Result<bool, 
         }
     }
     println!("{passed} passed, {failed} failed");
-    Ok(failed == 0)
+    Ok((passed, failed))
+}
+
+/// One demo's verdict: how long it took, or why it failed and its stderr. With `bless`, an
+/// output that does not match is run again, and the file rewritten if the runs agree.
+type Verdict = Result<Duration, (String, Option<String>)>;
+
+fn run_demo(
+    name: &str,
+    demo: impl Fn() -> Command,
+    expected_path: &Path,
+    bless: bool,
+) -> Result<Verdict, String> {
+    let run = || demos::run(demo(), LIMIT).map_err(|e| format!("{name}: {e}"));
+    let outcome = run()?;
+    let failed = |why: String, outcome: &demos::Outcome| Err((why, Some(outcome.stderr.clone())));
+    if let Err(why) = ended_well(&outcome) {
+        return Ok(failed(why, &outcome));
+    }
+    let Err(why) = matches_file(expected_path, &outcome.stdout) else {
+        return Ok(Ok(outcome.elapsed));
+    };
+    if !bless {
+        return Ok(failed(why, &outcome));
+    }
+    let mut runs = vec![outcome.stdout.clone()];
+    for _ in 1..BLESS_RUNS {
+        let again = run()?;
+        if let Err(why) = ended_well(&again) {
+            return Ok(failed(format!("a run to bless: {why}"), &again));
+        }
+        runs.push(again.stdout);
+    }
+    let expected = std::fs::read_to_string(expected_path).unwrap_or_default();
+    let runs: Vec<&str> = runs.iter().map(String::as_str).collect();
+    match expect::bless(&expected, &runs) {
+        Ok(text) => {
+            std::fs::write(expected_path, text).map_err(|e| e.to_string())?;
+            println!(
+                "{name}: rewrote {} from {BLESS_RUNS} runs",
+                expected_path.display()
+            );
+            Ok(Ok(outcome.elapsed))
+        }
+        Err(why) => Ok(failed(
+            format!(
+                "not blessed: {why}\n{} is left as it was",
+                expected_path.display()
+            ),
+            &outcome,
+        )),
+    }
 }
 
 /// Whether one demo's run passed: it ended in time, exited 0, left no process behind, and
-/// printed what its expected-output.txt says. With `bless`, a mismatch rewrites the file.
-fn check(
-    name: &str,
-    expected_path: &Path,
-    outcome: &demos::Outcome,
-    bless: bool,
-) -> Result<(), String> {
+/// printed what its expected-output.txt says.
+fn check(expected_path: &Path, outcome: &demos::Outcome) -> Result<(), String> {
+    ended_well(outcome)?;
+    matches_file(expected_path, &outcome.stdout)
+}
+
+/// Whether a run ended as a demo should: by itself, in time, with exit code 0, within its
+/// output cap, leaving no process behind.
+fn ended_well(outcome: &demos::Outcome) -> Result<(), String> {
+    if outcome.flooded {
+        return Err(format!(
+            "printed more than {} MiB, and was killed",
+            demos::OUTPUT_CAP >> 20
+        ));
+    }
     let Some(status) = outcome.status else {
         return Err(format!(
             "killed after {} s, over its time limit",
@@ -170,43 +264,27 @@ fn check(
         ));
     };
     if outcome.left_behind {
-        return Err("processes were left running after the demo ended".into());
+        return Err("processes were left running after the demo ended (now killed)".into());
     }
     if !status.success() {
         return Err(format!("exited with {status}"));
     }
+    Ok(())
+}
+
+/// Whether `stdout` matches the expected-output file, with a diff when not.
+fn matches_file(expected_path: &Path, stdout: &str) -> Result<(), String> {
     let expected = std::fs::read_to_string(expected_path).unwrap_or_default();
-    if expect::matches(&expected, &outcome.stdout)
+    if expect::matches(&expected, stdout)
         .map_err(|e| format!("{}: {e}", expected_path.display()))?
     {
-        return Ok(());
-    }
-    if bless {
-        std::fs::write(expected_path, blessed(&outcome.stdout)).map_err(|e| e.to_string())?;
-        println!("{name}: rewrote {}", expected_path.display());
         return Ok(());
     }
     Err(format!(
         "stdout does not match {}\n--- diff (- expected, + printed)\n{}",
         expected_path.display(),
-        expect::diff(&expected, &outcome.stdout).trim_end()
+        expect::diff(&expected, stdout).trim_end()
     ))
-}
-
-/// A run's output as an expected-output file: the numbers of `[pid N` become `[..]`.
-fn blessed(stdout: &str) -> String {
-    let mut out = String::new();
-    for line in stdout.lines() {
-        let mut rest = line;
-        while let Some(i) = rest.find("[pid ") {
-            out += &rest[..i + 5];
-            rest = rest[i + 5..].trim_start_matches(|c: char| c.is_ascii_digit());
-            out += "[..]";
-        }
-        out += rest;
-        out += "\n";
-    }
-    out
 }
 
 #[cfg(test)]
@@ -230,34 +308,116 @@ mod tests {
         assert!(compare::compare(&names, &[("DEMO_TIME_SCALE", "0.05")], false).unwrap());
     }
 
+    /// A folder of its own under the system's temporary folder, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(what: &str) -> TempDir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("xtask-{what}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn sh(script: &str) -> impl Fn() -> Command {
+        let script = script.to_string();
+        move || {
+            let mut sh = Command::new("sh");
+            sh.args(["-c", &script]);
+            sh
+        }
+    }
+
     #[test]
-    fn bless_replaces_pids() {
+    fn an_argument_that_is_not_utf8_is_an_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let err = parse_args([std::ffi::OsString::from_vec(b"\xff".to_vec())]).unwrap_err();
+        assert!(err.contains("not UTF-8"), "{err}");
         assert_eq!(
-            blessed("[pid 42] a\n[pid 7 thread-1] b [pid 9]\n"),
-            "[pid [..]] a\n[pid [..] thread-1] b [pid [..]]\n"
+            parse_args(["run".into(), "pool".into()]).unwrap(),
+            ["run", "pool"]
         );
     }
 
     #[test]
-    fn a_changed_line_fails_with_a_diff() {
-        let dir = std::env::temp_dir().join(format!("xtask-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("expected-output.txt");
+    fn a_changed_line_fails_with_a_diff_and_bless_rewrites_it() {
+        let dir = TempDir::new("check");
+        let path = dir.0.join("expected-output.txt");
         std::fs::write(&path, "[pid [..]] hello john\n").unwrap();
-        let mut echo = Command::new("echo");
-        echo.arg("[pid 1] hello jane");
-        let outcome = demos::run(echo, LIMIT).unwrap();
-        let err = check("echo", &path, &outcome, false).unwrap_err();
+        let echo = sh("echo \"[pid $$] hello jane\"");
+        let (err, _) = run_demo("echo", &echo, &path, false).unwrap().unwrap_err();
         assert!(
-            err.contains("- [pid [..]] hello john") && err.contains("+ [pid 1] hello jane"),
+            err.contains("- [pid [..]] hello john")
+                && err.contains("+ [pid ")
+                && err.contains("] hello jane"),
             "{err}"
         );
-        check("echo", &path, &outcome, true).unwrap();
+        run_demo("echo", &echo, &path, true).unwrap().unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "[pid [..]] hello jane\n"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A demo whose output varies from run to run, where the file's patterns say it may: the
+    /// order of two lines and a time. Bless keeps those patterns and adds the new line.
+    #[test]
+    fn bless_keeps_the_patterns_that_still_match() {
+        let dir = TempDir::new("bless");
+        let path = dir.0.join("expected-output.txt");
+        let patterns = "[pid [..]] start\n[unordered]\n[pid [..]] worker a\n[pid [..]] worker b\n\
+                        [/unordered]\n[pid [..]] took [..] s\n";
+        std::fs::write(&path, patterns).unwrap();
+        let counter = dir.0.join("runs");
+        // Each run counts itself in a file: odd runs print b first, and the time changes.
+        let script = format!(
+            "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}; echo \"[pid $$] start\"; \
+             if [ $((n % 2)) = 1 ]; then echo \"[pid $$] worker b\"; echo \"[pid $$] worker a\"; \
+             else echo \"[pid $$] worker a\"; echo \"[pid $$] worker b\"; fi; \
+             echo \"[pid $$] took $n.0 s\"; echo \"[pid $$] a new line\"",
+            c = counter.display()
+        );
+        run_demo("varies", sh(&script), &path, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{patterns}[pid [..]] a new line\n")
+        );
+        assert_eq!(std::fs::read_to_string(&counter).unwrap(), "3\n");
+    }
+
+    #[test]
+    fn bless_refuses_runs_that_differ_where_no_pattern_says_they_may() {
+        let dir = TempDir::new("bless-refused");
+        let path = dir.0.join("expected-output.txt");
+        std::fs::write(&path, "[pid [..]] start\n").unwrap();
+        let counter = dir.0.join("runs");
+        let script = format!(
+            "n=$(($(cat {c} 2>/dev/null || echo 0) + 1)); echo $n > {c}; echo \"[pid $$] start\"; \
+             echo \"[pid $$] took $n.0 s\"",
+            c = counter.display()
+        );
+        let (err, _) = run_demo("varies", sh(&script), &path, true)
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.contains("[pid [..]] took 1.0 s") && err.contains("took 2.0 s"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "[pid [..]] start\n"
+        );
     }
 
     #[test]
@@ -276,5 +436,92 @@ mod tests {
         let outcome = demos::run(sh, LIMIT).unwrap();
         assert!(outcome.status.unwrap().success());
         assert!(outcome.left_behind);
+        assert!(ended_well(&outcome).unwrap_err().contains("left running"));
+    }
+
+    /// A process in a session of its own is out of the demo's process group, and holds the
+    /// demo's stdout open: it is found all the same, killed and reaped.
+    #[test]
+    fn a_process_that_leaves_the_group_is_found_and_killed() {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "setsid sleep 300 & echo $!"]);
+        let outcome = demos::run(sh, LIMIT).unwrap();
+        assert!(outcome.status.unwrap().success());
+        assert!(outcome.left_behind);
+        let pid = outcome.stdout.trim();
+        assert!(pid.parse::<u32>().is_ok(), "{pid:?}");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "sleep {pid} is still there"
+        );
+    }
+
+    #[test]
+    fn a_demo_that_floods_its_output_is_stopped() {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "yes"]);
+        let outcome = demos::run(sh, LIMIT).unwrap();
+        assert!(outcome.flooded);
+        assert_eq!(outcome.stdout.len(), demos::OUTPUT_CAP);
+        let why = ended_well(&outcome).unwrap_err();
+        assert!(why.contains("printed more than 1 MiB"), "{why}");
+    }
+
+    /// A workspace of three demos: one that builds, one that does not compile, one without a
+    /// binary; its target directory set in its cargo configuration. The first passes, the
+    /// other two fail, each for its own reason; cargo's progress of the cold build is shown.
+    #[test]
+    fn a_crate_that_does_not_build_fails_alone() {
+        let dir = TempDir::new("workspace");
+        let root = &dir.0;
+        let files = [
+            (
+                "Cargo.toml",
+                "[workspace]\nmembers = [\"demo-*\"]\nresolver = \"3\"\n",
+            ),
+            (
+                ".cargo/config.toml",
+                "[build]\ntarget-dir = \"elsewhere\"\n",
+            ),
+            (
+                "demo-ok/src/main.rs",
+                "fn main() { println!(\"[pid {}] hi\", std::process::id()) }",
+            ),
+            (
+                "demo-broken/src/main.rs",
+                "fn main() { let x: u32 = \"no\"; }",
+            ),
+            ("demo-nobin/src/lib.rs", "pub fn f() {}"),
+        ];
+        for (file, text) in files {
+            std::fs::create_dir_all(root.join(file).parent().unwrap()).unwrap();
+            std::fs::write(root.join(file), text).unwrap();
+        }
+        for name in ["demo-ok", "demo-broken", "demo-nobin"] {
+            let manifest =
+                format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n");
+            std::fs::write(root.join(name).join("Cargo.toml"), manifest).unwrap();
+            std::fs::write(
+                root.join(name).join("expected-output.txt"),
+                "[pid [..]] hi\n",
+            )
+            .unwrap();
+        }
+        let names = demos::discover_in(root).unwrap();
+        assert_eq!(names, ["demo-broken", "demo-nobin", "demo-ok"]);
+        let progress = root.join("progress.txt");
+        let log = std::fs::File::create(&progress).unwrap();
+        let bins = demos::build_in(root, &names, false, log.into()).unwrap();
+        let progress = std::fs::read_to_string(progress).unwrap();
+        assert!(progress.contains("Compiling demo-ok"), "{progress}");
+        assert!(bins[0].as_ref().unwrap_err().contains("did not build"));
+        assert!(bins[1].as_ref().unwrap_err().contains("has no binary"));
+        let ok = bins[2].as_ref().unwrap();
+        assert!(
+            ok.starts_with(root.canonicalize().unwrap().join("elsewhere")),
+            "{}",
+            ok.display()
+        );
+        assert_eq!(run_built(root, &names, bins, false, &[]).unwrap(), (1, 2));
     }
 }

@@ -79,16 +79,21 @@ fn demo_manifests_agree_and_stand_alone() {
 }
 
 /// Files that stand in several crates, so that each crate can be copied out alone, must not
-/// drift apart: each copy equals the first crate's (demo.rs stands in every crate).
+/// drift apart: each copy equals the first crate's (demo.rs and its test stand in every crate).
 #[test]
 fn shared_files_are_identical_in_every_demo() {
     let names = demos::discover().unwrap();
-    for file in ["src/demo.rs", "src/process.rs", "src/timeline.rs"] {
+    for file in [
+        "src/demo.rs",
+        "tests/conventions.rs",
+        "src/process.rs",
+        "src/timeline.rs",
+    ] {
         let copies: Vec<(&String, String)> = names
             .iter()
             .filter_map(|n| Some((n, std::fs::read_to_string(root().join(n).join(file)).ok()?)))
             .collect();
-        if file == "src/demo.rs" {
+        if file == "src/demo.rs" || file == "tests/conventions.rs" {
             assert_eq!(copies.len(), names.len(), "every demo crate has {file}");
         }
         for (name, copy) in &copies[1..] {

@@ -1,0 +1,221 @@
+//! Runs the demo binary and checks the conventions of `src/demo.rs` from outside: bad input
+//! is one line on stderr and exit code 2, a closed stdout ends the demo quietly and leaves no
+//! process, and a panic is one line whatever `RUST_BACKTRACE` says.
+//!
+//! This file is the same in every demo crate, as `src/demo.rs` is; a test in the xtask checks
+//! that the copies stay identical.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+const NAME: &str = env!("CARGO_PKG_NAME");
+const BIN: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
+
+/// The demos that panic on purpose, to show where a panic ends up.
+const PANICS_ON_PURPOSE: &[&str] = &["demo-lock", "demo-pool", "demo-process", "demo-thread"];
+
+/// No run of a demo here takes long; a demo still running after this is hung.
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn demo(scale: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("DEMO_TIME_SCALE", scale)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    command
+}
+
+/// A demo started in a process group of its own. Dropping it kills the whole group, so that
+/// nothing is left even when a test fails.
+struct Running {
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl Running {
+    fn start(command: &mut Command) -> Running {
+        Running {
+            child: command.spawn().unwrap(),
+            status: None,
+        }
+    }
+
+    /// Waits for the demo to end, at most `LIMIT`: a demo that never ends fails the test.
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                self.status = Some(status);
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{NAME} did not end in {LIMIT:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether a process of the demo's group is still there once the demo has ended: its
+    /// children die with it, but may take a moment to be reaped.
+    fn left_behind(&self) -> bool {
+        let group = Pid::from_raw(self.child.id() as i32);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while killpg(group, None).is_ok() {
+            if Instant::now() > deadline {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        if self.status.is_none() {
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads a pipe to its end on a thread of its own, so that neither pipe can fill and block.
+fn read_all(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(pipe).read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    rx
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the demo to its end.
+fn run(command: &mut Command) -> Output {
+    let mut demo = Running::start(command);
+    let stdout = read_all(demo.child.stdout.take().unwrap());
+    let stderr = read_all(demo.child.stderr.take().unwrap());
+    let status = demo.wait();
+    drop(demo); // Whatever the demo left behind holds no pipe open now.
+    Output {
+        status,
+        stdout: stdout.recv().unwrap(),
+        stderr: stderr.recv().unwrap(),
+    }
+}
+
+/// Bad input: nothing on stdout, one line on stderr that names the demo, exit code 2.
+fn assert_refused(command: &mut Command, why: &str) {
+    let out = run(command);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(out.status.code(), Some(2), "{why}: {}", out.stderr);
+    assert_eq!(out.stdout, "", "{why}");
+    assert_eq!(lines.len(), 1, "{why}: {}", out.stderr);
+    assert!(
+        lines[0].starts_with(&format!("{NAME}: ")),
+        "{why}: {}",
+        lines[0]
+    );
+}
+
+#[test]
+fn an_argument_that_is_not_utf8_is_refused() {
+    assert_refused(
+        demo("0.05").arg(OsStr::from_bytes(b"\xff")),
+        "the argument \\xff",
+    );
+}
+
+#[test]
+fn a_stray_argument_is_refused() {
+    assert_refused(demo("0.05").arg("stray"), "stray");
+    // Not a URL for the demos that take none; a malformed one for demo-threadpool.
+    assert_refused(demo("0.05").arg("http://127.0.0.1:99999/"), "port 99999");
+}
+
+#[test]
+fn a_flag_is_not_taken_as_a_flags_value() {
+    let dir = std::env::temp_dir().join(format!("{NAME}-flag-value-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_refused(
+        demo("0.05")
+            .current_dir(&dir)
+            .args(["--timeline", "--bogus"]),
+        "--timeline --bogus",
+    );
+    assert!(
+        !dir.join("--bogus").exists(),
+        "a file named --bogus was written"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_time_scale_out_of_its_range_is_refused() {
+    for scale in [
+        "1e9", "1e20", "1e300", "101", "inf", "NaN", "0", "-1", "", "fast",
+    ] {
+        assert_refused(&mut demo(scale), &format!("DEMO_TIME_SCALE={scale:?}"));
+    }
+    assert_refused(
+        demo("0.05").env("DEMO_TIME_SCALE", OsStr::from_bytes(b"0.\xff")),
+        "DEMO_TIME_SCALE=0.\\xff",
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_the_demo_quietly_and_leaves_no_process() {
+    // The reader takes one line and goes away, as `demo | head -1` does.
+    let mut demo = Running::start(&mut demo("0.2"));
+    let stderr = read_all(demo.child.stderr.take().unwrap());
+    let mut stdout = BufReader::new(demo.child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("[pid "), "{first}");
+    drop(stdout);
+    let status = demo.wait();
+    assert!(!demo.left_behind(), "processes were left running");
+    drop(demo);
+    let stderr = stderr.recv().unwrap();
+    assert_eq!(stderr, "", "stderr is not quiet");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_panic_is_one_line_whatever_rust_backtrace_says() {
+    for backtrace in ["1", "full"] {
+        let out = run(demo("0.05").env("RUST_BACKTRACE", backtrace));
+        assert!(out.status.success(), "{}", out.stderr);
+        let panics = out.stderr.lines().filter(|l| l.contains("] panicked at "));
+        assert_eq!(
+            panics.count() > 0,
+            PANICS_ON_PURPOSE.contains(&NAME),
+            "{}",
+            out.stderr
+        );
+        for line in out.stderr.lines() {
+            assert!(
+                line.starts_with("[pid ") && line.contains("] panicked at "),
+                "RUST_BACKTRACE={backtrace}: not a one-line panic: {line}\n{}",
+                out.stderr
+            );
+        }
+    }
+}
