@@ -64,7 +64,7 @@ fn pid_of(line: &str) -> u32 {
 }
 
 #[test]
-fn hello_john_comes_from_a_child_under_fork_and_spawn() {
+fn hello_john_comes_from_a_child_under_each_start_method() {
     let out = run(&mut demo());
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -75,9 +75,9 @@ fn hello_john_comes_from_a_child_under_fork_and_spawn() {
         .filter(|l| l.ends_with("] hello john"))
         .map(|l| pid_of(l))
         .collect();
-    assert_eq!(hellos.len(), 2, "{stdout}");
+    assert_eq!(hellos.len(), 3, "{stdout}");
     assert!(hellos.iter().all(|&p| p != parent), "{stdout}");
-    assert_ne!(hellos[0], hellos[1]);
+    assert!(hellos[0] != hellos[1] && hellos[1] != hellos[2] && hellos[0] != hellos[2]);
     // The parent names each child's pid, and it is the one that said hello.
     for pid in hellos {
         assert!(stdout.contains(&format!("with pid {pid}\n")), "{stdout}");
@@ -112,13 +112,22 @@ fn bad_input_is_one_line_and_exit_code_2() {
     );
 }
 
-/// The pids whose parent is `parent`, from /proc.
-fn children(parent: u32) -> Vec<u32> {
-    let path = format!("/proc/{parent}/task/{parent}/children");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect()
+/// The pids that descend from `pid`, from /proc: the children of each of its threads (the
+/// forkserver's parent is a thread of the demo), their children, and so on.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks {
+        let path = task.unwrap().path().join("children");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for child in text.split_whitespace().map(|p| p.parse().unwrap()) {
+            found.push(child);
+            found.extend(descendants(child));
+        }
+    }
+    found
 }
 
 /// Whether `pid` is gone or a zombie, that is, no longer running.
@@ -135,7 +144,7 @@ fn ended(pid: u32) -> bool {
 }
 
 fn no_child_outlives_a_parent_killed_by(signal: Signal) {
-    // Scaled up, the demo's long-sleeping child (Process-3) stays up until we act.
+    // Scaled up, the demo's long-sleeping child (Process-4) stays up until we act.
     let mut command = demo();
     command
         .env("DEMO_TIME_SCALE", "1000")
@@ -143,30 +152,34 @@ fn no_child_outlives_a_parent_killed_by(signal: Signal) {
     let mut parent = Guard(command.spawn().unwrap());
     let pid = parent.0.id();
     let mut lines = BufReader::new(parent.0.stdout.take().unwrap()).lines();
-    // After the spawn part, the next child the parent starts is the sleeper.
+    // After the three methods, the demo has two children: the forkserver, which stays until
+    // the demo ends, and the sleeper.
     for line in lines.by_ref() {
-        if line.unwrap().contains("joined Process-2") {
+        if line.unwrap().contains("joined ForkServerProcess-3") {
             break;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    let sleeper = loop {
-        if let Some(&child) = children(pid).first() {
-            break child;
+    let left = loop {
+        let found = descendants(pid);
+        if found.len() >= 2 {
+            break found;
         }
-        assert!(Instant::now() < deadline, "the demo started no child");
+        assert!(Instant::now() < deadline, "the demo started no sleeper");
         std::thread::sleep(Duration::from_millis(5));
     };
     kill(Pid::from_raw(pid as i32), signal).unwrap();
     parent.0.wait().unwrap();
-    // The kernel delivers the death signal as the parent exits; the child needs a moment to go.
+    // The kernel delivers the death signal as the parent exits; a child needs a moment to go.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !ended(sleeper) {
-        assert!(
-            Instant::now() < deadline,
-            "child {sleeper} outlived its parent"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    for child in left {
+        while !ended(child) {
+            assert!(
+                Instant::now() < deadline,
+                "process {child} outlived its parent"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
