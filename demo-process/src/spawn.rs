@@ -29,12 +29,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use nix::sys::prctl;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, getsockopt, socketpair, sockopt};
-use nix::unistd::getppid;
+use nix::unistd::{Pid, getpid, getppid};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -172,10 +173,21 @@ fn inherited_socket(mut args: impl Iterator<Item = OsString>) -> Result<OwnedFd,
     // Set before the check, so that no moment is left where the parent could die unnoticed.
     prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| e.to_string())?;
     if peer.pid() != getppid().as_raw() {
+        // The parent died while this child was starting: die as its death signal would have.
+        if kill(Pid::from_raw(peer.pid()), None) == Err(nix::Error::ESRCH) {
+            let _ = kill(getpid(), Signal::SIGKILL);
+        }
         return Err(format!(
             "the socket's peer is not this process's parent, {}",
             getppid()
         ));
+    }
+    // Named after the program, not after /proc/self/exe, in `ps` and `top`.
+    if let Some(name) = std::env::args_os().next() {
+        let name = Path::new(&name).file_name().unwrap_or_default().as_bytes();
+        if let Ok(name) = CString::new(name) {
+            let _ = prctl::set_name(&name);
+        }
     }
     Ok(socket)
 }

@@ -2,6 +2,8 @@
 //! bad input, and that no child outlives a killed parent.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -103,6 +105,70 @@ fn bad_input_is_one_line_and_exit_code_2() {
         assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
         assert!(out.stdout.is_empty());
     }
+    // A spawned child's flag, typed by hand: refused before anything runs.
+    let file = std::fs::File::open(env!("CARGO_BIN_EXE_demo-process")).unwrap();
+    for (args, why) in [
+        (vec![], "one argument"),
+        (vec!["x"], "not a descriptor"),
+        (vec!["0"], "not a descriptor"),
+        (vec!["99"], "not open"),
+        (vec!["3", "4"], "one argument"),
+    ] {
+        let mut command = demo();
+        command.arg("--multiprocessing-fork").args(&args);
+        let out = run(&mut command);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    // Descriptor 3 open, but a file, not a socket.
+    let mut command = demo();
+    command.args(["--multiprocessing-fork", "3"]);
+    let fd = file.as_raw_fd();
+    // SAFETY: dup2 and fcntl in the forked child, before exec, are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 onto the same number would leave close-on-exec set.
+            let r = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(fd, 3),
+            };
+            match r {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    let out = run(&mut command);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not a Unix socket"), "{stderr}");
+    // A socket whose peer is not the child's parent (the shell in between is).
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let raw = theirs.as_raw_fd();
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            &format!("\"$0\" --multiprocessing-fork {raw}; exit $?"),
+        ])
+        .arg(env!("CARGO_BIN_EXE_demo-process"))
+        .stdin(Stdio::null());
+    // SAFETY: fcntl in the forked child, before exec, is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || match libc::fcntl(raw, libc::F_SETFD, 0) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let out = run(&mut command);
+    drop((ours, theirs));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not this process's parent"), "{stderr}");
+
     let help = run(demo().arg("--help"));
     assert!(help.status.success());
     assert!(
