@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::{descendants, ended};
+
+mod support;
 
 fn demo() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_demo-process"));
@@ -176,37 +179,6 @@ fn bad_input_is_one_line_and_exit_code_2() {
             .unwrap()
             .starts_with("Usage: demo-process")
     );
-}
-
-/// The pids that descend from `pid`, from /proc: the children of each of its threads (the
-/// forkserver's parent is a thread of the demo), their children, and so on.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten();
-    for task in tasks {
-        let path = task.unwrap().path().join("children");
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        for child in text.split_whitespace().map(|p| p.parse().unwrap()) {
-            found.push(child);
-            found.extend(descendants(child));
-        }
-    }
-    found
-}
-
-/// Whether `pid` is gone or a zombie, that is, no longer running.
-fn ended(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .trim_start()
-            .starts_with('Z'),
-    }
 }
 
 fn no_child_outlives_a_parent_killed_by(signal: Signal) {

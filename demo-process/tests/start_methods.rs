@@ -24,6 +24,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{Pid, pipe};
 use serde::{Deserialize, Serialize};
+use support::{descendants, ended, parent_of};
+
+mod support;
 
 /// Long enough for any start on a loaded machine; only reached if something is broken.
 const BOUND: Duration = Duration::from_secs(60);
@@ -68,6 +71,15 @@ fn checks_big(args: Big) {
     let sum: u64 = args.data.bytes().map(u64::from).sum();
     std::process::exit(if sum == args.sum { 0 } else { 3 });
 }
+
+/// A shape postcard cannot decode (untagged: the type does not say which variant).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Untagged {
+    Number(u32),
+}
+
+fn takes_untagged(_: Untagged) {}
 
 /// Waits for the end with a bound; a child that does not end fails the check.
 fn finish(p: &mut Process) -> i32 {
@@ -180,6 +192,27 @@ fn a_panicking_target_exits_1_with_its_message_on_stderr(method: StartMethod) {
     assert!(out.2.contains("this panic is expected"), "{out:?}");
 }
 
+fn arguments_postcard_cannot_carry_are_a_clear_error(method: StartMethod) {
+    if method == StartMethod::Fork {
+        return; // Under fork the argument moves into the child as it is.
+    }
+    let out = as_parent("untagged", method)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Guard)
+        .unwrap()
+        .output_within(BOUND);
+    assert_eq!(out.0, Some(0), "{out:?}");
+    assert!(out.1.contains("exitcode 2"), "{out:?}");
+    assert_eq!(out.2.lines().count(), 1, "{out:?}");
+    assert!(
+        out.2.contains("could not read its target's arguments"),
+        "{out:?}"
+    );
+    assert!(out.2.contains("untagged"), "{out:?}");
+}
+
 fn nothing_is_left_after_a_normal_exit(method: StartMethod) {
     let out = as_parent("exit", method)
         .stdout(Stdio::piped())
@@ -285,6 +318,11 @@ fn run_as_parent(scenario: &str, method: StartMethod) -> ExitCode {
             p.start().unwrap();
             println!("exitcode {}", finish(&mut p));
         }
+        "untagged" => {
+            let mut p = ctx.process(takes_untagged, Untagged::Number(1));
+            p.start().unwrap();
+            println!("exitcode {}", finish(&mut p));
+        }
         "exit" => {
             let mut p = ctx.process(noop, ());
             p.start().unwrap();
@@ -315,39 +353,6 @@ fn readable(fd: &OwnedFd, timeout: Duration) -> bool {
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     let timeout = PollTimeout::try_from(timeout).unwrap();
     poll(&mut fds, timeout).unwrap() > 0
-}
-
-/// The pids that descend from `pid`: the children of each of its threads (the forkserver's
-/// parent is a thread of the program), their children, and so on.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten();
-    for task in tasks {
-        let path = task.unwrap().path().join("children");
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        for child in text.split_whitespace().map(|p| p.parse().unwrap()) {
-            found.push(child);
-            found.extend(descendants(child));
-        }
-    }
-    found
-}
-
-fn stat(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = stat.rsplit(')').next()?;
-    Some(after_name.split_whitespace().map(String::from).collect())
-}
-
-fn parent_of(pid: u32) -> u32 {
-    stat(pid).expect("a running process")[1].parse().unwrap()
-}
-
-/// Whether `pid` is gone or a zombie, that is, no longer running.
-fn ended(pid: u32) -> bool {
-    stat(pid).is_none_or(|fields| fields[0] == "Z")
 }
 
 /// Kills the child if a check fails before it ends.
@@ -409,6 +414,10 @@ const CHECKS: &[(&str, Check)] = &[
     (
         "a_panicking_target_exits_1_with_its_message_on_stderr",
         a_panicking_target_exits_1_with_its_message_on_stderr,
+    ),
+    (
+        "arguments_postcard_cannot_carry_are_a_clear_error",
+        arguments_postcard_cannot_carry_are_a_clear_error,
     ),
     (
         "nothing_is_left_after_a_normal_exit",
