@@ -387,4 +387,17 @@ mod tests {
         let err = send_all(b.as_fd(), b"x").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
+
+    #[test]
+    fn arguments_postcard_cannot_carry_are_a_clear_error() {
+        struct Unsized;
+        impl Serialize for Unsized {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                s.serialize_seq(None)?.end()
+            }
+        }
+        let err = encode(&Unsized).unwrap_err();
+        assert!(err.to_string().contains("postcard"), "{err}");
+    }
 }

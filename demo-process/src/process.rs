@@ -425,16 +425,8 @@ mod tests {
     use super::*;
 
     // A forked child's output is lost inside the test harness, so these tests check exit
-    // codes and states, never printed lines.
-
-    fn sleeper() -> Process {
-        Process::new(
-            |_: ()| loop {
-                std::thread::park()
-            },
-            (),
-        )
-    }
+    // codes and states, never printed lines. Every guarantee under every start method is
+    // checked in demo-process's tests/start_methods.rs.
 
     #[test]
     fn join_returns_exit_code_and_names_count_up() {
@@ -451,60 +443,6 @@ mod tests {
         assert_eq!(p.join().unwrap(), 7);
         assert_eq!(p.exitcode(), Some(7));
         assert!(!p.is_alive().unwrap());
-    }
-
-    #[test]
-    fn a_panicking_target_exits_with_one() {
-        let mut p = Process::new(|_: ()| panic!("boom (this panic is expected)"), ());
-        p.start().unwrap();
-        assert_eq!(p.join().unwrap(), 1);
-    }
-
-    #[test]
-    fn terminate_gives_minus_sigterm() {
-        let mut p = sleeper();
-        p.start().unwrap();
-        assert!(p.is_alive().unwrap());
-        p.terminate().unwrap();
-        assert_eq!(p.join().unwrap(), -15);
-        // Signalling a reaped child does nothing: its pid may be someone else's by now.
-        p.kill().unwrap();
-    }
-
-    #[test]
-    fn join_timeout_returns_while_the_child_runs() {
-        let mut p = sleeper();
-        p.start().unwrap();
-        assert_eq!(p.join_timeout(Duration::from_millis(50)).unwrap(), None);
-        assert_eq!(p.exitcode(), None);
-        p.kill().unwrap();
-        assert_eq!(p.join_timeout(Duration::from_secs(60)).unwrap(), Some(-9));
-    }
-
-    #[test]
-    fn the_sentinel_becomes_readable_when_the_child_ends() {
-        let mut p = sleeper();
-        assert!(p.sentinel().is_none());
-        p.start().unwrap();
-        let sentinel = p.sentinel().unwrap().try_clone_to_owned().unwrap();
-        assert!(!readable_within(sentinel.as_fd(), Duration::ZERO).unwrap());
-        p.kill().unwrap();
-        assert!(readable_within(sentinel.as_fd(), Duration::from_secs(60)).unwrap());
-        assert!(!p.is_alive().unwrap());
-        assert_eq!(p.exitcode(), Some(-9));
-    }
-
-    #[test]
-    fn drop_kills_and_reaps_a_running_child() {
-        let mut p = sleeper();
-        p.start().unwrap();
-        let pid = Pid::from_raw(p.pid().unwrap());
-        drop(p);
-        // Reaped: the pid is no longer our child.
-        assert_eq!(
-            waitpid(pid, Some(WaitPidFlag::WNOHANG)),
-            Err(nix::Error::ECHILD)
-        );
     }
 
     #[test]
