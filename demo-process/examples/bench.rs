@@ -5,11 +5,14 @@
 //!
 //! The bare costs: fork + waitpid; an exec of this binary that exits at once; and for the
 //! forkserver, a server that gets a request with a descriptor, forks a child that exits at
-//! once, and sends back a pidfd of it (one fork in a server plus the descriptor passing).
+//! once, and sends back a pidfd of it (one fork in a server plus the descriptor passing). That
+//! server is this binary run again, as ours is: a fresh image forks at its own cost (its page
+//! tables), which a copy forked from this process early would not show.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::process::Command;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
 use std::time::Instant;
 
 use demo_process::process::StartMethod;
@@ -17,25 +20,27 @@ use demo_process::spawn::{get_context, run_if_spawned};
 use nix::cmsg_space;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-    sendmsg, socketpair,
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, Shutdown, SockFlag, SockType,
+    recvmsg, sendmsg, shutdown, socketpair,
 };
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork};
 
 fn noop(_: ()) {}
 
-/// The median time of `f` in microseconds over `n` runs.
-fn median_us(n: usize, mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..n)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64() * 1e6
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[n / 2]
+/// The median times of `f` and of `g` in microseconds over `n` runs each, taken in turns, so
+/// that the machine's drift (it is shared) weighs on both alike.
+fn medians_us(n: usize, mut f: impl FnMut(), mut g: impl FnMut()) -> (f64, f64) {
+    let time = |h: &mut dyn FnMut()| {
+        let start = Instant::now();
+        h();
+        start.elapsed().as_secs_f64() * 1e6
+    };
+    let (mut fs, mut gs): (Vec<f64>, Vec<f64>) =
+        (0..n).map(|_| (time(&mut f), time(&mut g))).unzip();
+    fs.sort_by(f64::total_cmp);
+    gs.sort_by(f64::total_cmp);
+    (fs[n / 2], gs[n / 2])
 }
 
 fn report(id: &str, who: &str, value: f64, unit: &str) {
@@ -44,15 +49,17 @@ fn report(id: &str, who: &str, value: f64, unit: &str) {
 
 fn main() {
     run_if_spawned();
-    if std::env::args().nth(1).as_deref() == Some("--exit-now") {
-        return;
+    match std::env::args().nth(1).as_deref() {
+        Some("--exit-now") => return,
+        // SAFETY: `BareServer::start` put the server's socket on descriptor 3 for it.
+        Some("--bare-server") => return serve(unsafe { OwnedFd::from_raw_fd(3) }),
+        _ => {}
     }
     let n = if std::env::var_os("BENCH_QUICK").is_some() {
         100
     } else {
         1000
     };
-    // The bare forkserver is forked first, while this program has a single thread.
     let bare_server = BareServer::start();
 
     let ours = |method| {
@@ -62,8 +69,7 @@ fn main() {
             assert_eq!(p.join().unwrap(), 0);
         }
     };
-    let fork_ours = median_us(n, ours(StartMethod::Fork));
-    let fork_bare = median_us(n, || {
+    let (fork_ours, fork_bare) = medians_us(n, ours(StartMethod::Fork), || {
         // SAFETY: the child calls only `_exit`, which is async-signal-safe.
         match unsafe { fork() }.unwrap() {
             ForkResult::Parent { child } => drop(waitpid(child, None).unwrap()),
@@ -75,8 +81,7 @@ fn main() {
     report("process.fork", "limit", fork_bare, "us");
 
     let exe = std::env::current_exe().unwrap();
-    let spawn_ours = median_us(n / 5, ours(StartMethod::Spawn));
-    let spawn_bare = median_us(n / 5, || {
+    let (spawn_ours, spawn_bare) = medians_us(n / 5, ours(StartMethod::Spawn), || {
         Command::new(&exe).arg("--exit-now").status().unwrap();
     });
     report("process.spawn", "ours", spawn_ours / 1000.0, "ms");
@@ -84,8 +89,9 @@ fn main() {
 
     // The first start also starts our server: measured apart from the rest.
     ours(StartMethod::Forkserver)();
-    let forkserver_ours = median_us(n, ours(StartMethod::Forkserver));
-    let forkserver_bare = median_us(n, || bare_server.start_join());
+    let (forkserver_ours, forkserver_bare) = medians_us(n, ours(StartMethod::Forkserver), || {
+        bare_server.start_join()
+    });
     report("process.forkserver", "ours", forkserver_ours, "us");
     report("process.forkserver", "limit", forkserver_bare, "us");
 }
@@ -94,6 +100,15 @@ fn main() {
 /// one pidfd back, and a wait on it.
 struct BareServer {
     socket: OwnedFd,
+    server: Child,
+}
+
+impl Drop for BareServer {
+    /// Ends the server (EOF on its socket) and reaps it.
+    fn drop(&mut self) {
+        let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
+        let _ = self.server.wait();
+    }
 }
 
 impl BareServer {
@@ -101,15 +116,26 @@ impl BareServer {
         let flags = SockFlag::SOCK_CLOEXEC;
         let (ours, theirs) =
             socketpair(AddressFamily::Unix, SockType::SeqPacket, None, flags).unwrap();
-        // SAFETY: this program has a single thread here; the child serves and `_exit`s.
-        match unsafe { fork() }.unwrap() {
-            ForkResult::Parent { .. } => BareServer { socket: ours },
-            ForkResult::Child => {
-                drop(ours);
-                serve(theirs);
-                // SAFETY: `_exit` ends the server at once; it is always sound to call.
-                unsafe { libc::_exit(0) }
-            }
+        let mut server = Command::new(std::env::current_exe().unwrap());
+        server.arg("--bare-server");
+        let fd = theirs.as_raw_fd();
+        // SAFETY: dup2 and fcntl in the forked child, before exec, are async-signal-safe.
+        unsafe {
+            server.pre_exec(move || {
+                // dup2 onto the same number would leave close-on-exec set.
+                let r = match fd {
+                    3 => libc::fcntl(3, libc::F_SETFD, 0),
+                    _ => libc::dup2(fd, 3),
+                };
+                match r {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    _ => Ok(()),
+                }
+            });
+        }
+        BareServer {
+            socket: ours,
+            server: server.spawn().unwrap(),
         }
     }
 

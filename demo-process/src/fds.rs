@@ -18,7 +18,6 @@ use std::cell::RefCell;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::cmsg_space;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, send, sendmsg};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::ser::Error as _;
@@ -35,6 +34,13 @@ pub struct Message {
 
 /// The most descriptors one message can carry (the kernel's `SCM_MAX_FD`).
 pub const MAX_FDS: usize = 253;
+
+// SAFETY: CMSG_SPACE only computes a size.
+const CMSG_SPACE: usize = unsafe { libc::CMSG_SPACE((MAX_FDS * 4) as u32) } as usize;
+
+/// Room for the control message of `MAX_FDS` descriptors, aligned as a `cmsghdr` must be.
+#[repr(C, align(8))]
+struct CmsgSpace([u8; CMSG_SPACE]);
 
 /// While `encode` or `decode` runs on this thread: where descriptor fields go, or come from.
 enum Scope {
@@ -260,13 +266,14 @@ pub fn recv_message(socket: BorrowedFd) -> io::Result<Message> {
 /// Reads the `prefix` bytes an `Outgoing` sent before its message, then the message.
 pub fn recv_message_after(socket: BorrowedFd, prefix: &mut [u8]) -> io::Result<Message> {
     let mut header = [0u8; 12];
-    let mut space = cmsg_space!([RawFd; MAX_FDS]);
+    // On the stack: a forked child that allocates nothing copies fewer pages of its parent's.
+    let mut space = CmsgSpace([0; CMSG_SPACE]);
     // The descriptors come with the first bytes: a `recvmsg` takes them. It reads no further
     // than the header, and `recv_exact` after it neither, so nothing is read past the message.
     let (got, fds) = loop {
         let mut iov = [IoSliceMut::new(prefix), IoSliceMut::new(&mut header)];
         let flags = MsgFlags::MSG_CMSG_CLOEXEC;
-        match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), flags) {
+        match recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space.0), flags) {
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(e.into()),
             Ok(msg) => break (msg.bytes, received_fds(&msg)?),
