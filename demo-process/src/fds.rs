@@ -265,6 +265,18 @@ pub fn recv_message(socket: BorrowedFd) -> io::Result<Message> {
 
 /// Reads the `prefix` bytes an `Outgoing` sent before its message, then the message.
 pub fn recv_message_after(socket: BorrowedFd, prefix: &mut [u8]) -> io::Result<Message> {
+    recv_head(socket, prefix)?.recv_body(socket)
+}
+
+/// A message whose header (and descriptors) have come, and whose bytes have not yet been read:
+/// the reader can check its prefix first.
+pub struct Incoming {
+    len: u64,
+    fds: Vec<OwnedFd>,
+}
+
+/// Reads the `prefix` bytes an `Outgoing` sent before its message, and the message's header.
+pub fn recv_head(socket: BorrowedFd, prefix: &mut [u8]) -> io::Result<Incoming> {
     let mut header = [0u8; 12];
     // On the stack: a forked child that allocates nothing copies fewer pages of its parent's.
     let mut space = CmsgSpace([0; CMSG_SPACE]);
@@ -288,7 +300,6 @@ pub fn recv_message_after(socket: BorrowedFd, prefix: &mut [u8]) -> io::Result<M
     } else {
         recv_exact(socket, &mut header[got - prefix.len()..])?;
     }
-    let len = u64::from_le_bytes(header[..8].try_into().unwrap());
     let count = u32::from_le_bytes(header[8..].try_into().unwrap()) as usize;
     if fds.len() != count {
         return Err(io::Error::new(
@@ -296,10 +307,24 @@ pub fn recv_message_after(socket: BorrowedFd, prefix: &mut [u8]) -> io::Result<M
             format!("{count} descriptors were sent, {} came", fds.len()),
         ));
     }
-    let len = usize::try_from(len).map_err(|_| io::ErrorKind::InvalidData)?;
-    let mut bytes = vec![0; len];
-    recv_exact(socket, &mut bytes)?;
-    Ok(Message { bytes, fds })
+    let len = u64::from_le_bytes(header[..8].try_into().unwrap());
+    Ok(Incoming { len, fds })
+}
+
+impl Incoming {
+    /// Reads the message's bytes. A length this process cannot hold is an error, not an abort.
+    pub fn recv_body(self, socket: BorrowedFd) -> io::Result<Message> {
+        let too_long = || io::Error::new(io::ErrorKind::InvalidData, "a message too long to hold");
+        let len = usize::try_from(self.len).map_err(|_| too_long())?;
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(len).map_err(|_| too_long())?;
+        bytes.resize(len, 0);
+        recv_exact(socket, &mut bytes)?;
+        Ok(Message {
+            bytes,
+            fds: self.fds,
+        })
+    }
 }
 
 /// The descriptors a `recvmsg` received, now owned; an error if some were cut off.
@@ -383,6 +408,16 @@ mod tests {
         let missing = Message { bytes, fds: vec![] };
         let err = decode::<WithFd>(missing).unwrap_err();
         assert!(err.to_string().contains("no descriptor number 0"), "{err}");
+    }
+
+    #[test]
+    fn a_length_too_long_to_hold_is_an_error_not_an_abort() {
+        let (a, b) = pair();
+        let mut header = [0u8; 12];
+        header[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        send_all(a.as_fd(), &header).unwrap();
+        let err = recv_message(b.as_fd()).unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
     }
 
     #[test]

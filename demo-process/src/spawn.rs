@@ -286,7 +286,8 @@ const HEADER: usize = 8 + 4 + 7 * 8;
 fn receive(socket: BorrowedFd) -> io::Result<Task> {
     let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
     let mut header = [0u8; HEADER + 16];
-    let args = fds::recv_message_after(socket, &mut header)?;
+    // Nothing of the message is read (nor its length believed) before the checks.
+    let incoming = fds::recv_head(socket, &mut header)?;
     if header[..8] != MAGIC || header[8..12] != VERSION.to_le_bytes() {
         return Err(bad(
             "its socket did not start with this program's bootstrap".into(),
@@ -305,7 +306,10 @@ fn receive(socket: BorrowedFd) -> io::Result<Task> {
         )));
     }
     // The parent runs this very file (identities equal): its offsets are sound to follow.
-    Ok(Task::from_parts(&header[HEADER..], args))
+    Ok(Task::from_parts(
+        &header[HEADER..],
+        incoming.recv_body(socket)?,
+    ))
 }
 
 /// Starts `/proc/self/exe --multiprocessing-fork 3` with `socket` as its descriptor 3 and no
