@@ -193,8 +193,10 @@ fn inherited_socket(mut args: impl Iterator<Item = OsString>) -> Result<OwnedFd,
 }
 
 /// The bootstrap of a spawned or forkserver child: reads the task from `socket`, checks it
-/// comes from an image of this same file, runs it. Returns the exit code.
-pub fn run_child(socket: OwnedFd) -> i32 {
+/// comes from an image of this same file, runs it. Returns the exit code. Not public: whoever
+/// can hand it a socket can make it follow any offset whose identity check passes, and only the
+/// bootstrap knows where its socket comes from.
+pub(crate) fn run_child(socket: OwnedFd) -> i32 {
     let task = match receive(socket.as_fd()) {
         Ok(task) => task,
         Err(e) => {
@@ -231,7 +233,7 @@ pub fn spawn(task: &Task) -> io::Result<Started> {
 }
 
 /// What a child's socket carries, on its way out: header, identity and task.
-pub struct Bootstrap<'a> {
+pub(crate) struct Bootstrap<'a> {
     out: Outgoing<'a>,
 }
 
