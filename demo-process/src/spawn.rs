@@ -419,7 +419,7 @@ fn trampoline<A: DeserializeOwned, R: Serialize>(
 }
 
 /// A call of a function of this executable on its arguments, that any image of the same file
-/// can make: the child bootstrap's target, and the later pool's tasks. Only `new` and the
+/// can make: the child bootstrap's target, or a process pool's task. Only `new` and the
 /// `unsafe` `recv` make one, so its offsets are always sound to follow.
 #[derive(Debug)]
 pub struct Task {
