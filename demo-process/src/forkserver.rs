@@ -310,8 +310,10 @@ fn serve_one(requests: BorrowedFd) -> Option<Option<(Process, OwnedFd)>> {
         return None;
     }
     let answer = |value: i32, pidfd: Option<BorrowedFd>| {
-        let raw: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
-        let rights = [ControlMessage::ScmRights(&raw)];
+        // No allocation: after a fork, each page the server writes is copied.
+        let raw = pidfd.map(|fd| fd.as_raw_fd());
+        let raw = raw.as_slice();
+        let rights = [ControlMessage::ScmRights(raw)];
         let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
         let bytes = value.to_le_bytes();
         let iov = [IoSlice::new(&bytes)];
