@@ -4,8 +4,8 @@
 //! Bytes can be copied to another process; a descriptor cannot, the kernel has to install it
 //! there (`SCM_RIGHTS` on a Unix socket). So `encode` turns a value into a `Message`: its bytes
 //! (postcard), where each descriptor field (`#[serde(with = "fds")]`) is only an index, and the
-//! list of descriptors those indices point into. `send` writes both on a socket, `recv` reads
-//! them back, and `decode` gives each field its descriptor by index. Outside `encode` and
+//! list of descriptors those indices point into. `send_message` writes both on a socket,
+//! `recv_message` reads them back, and `decode` gives each field its descriptor by index. Outside `encode` and
 //! `decode`, such a field is a serde error (a descriptor means nothing in JSON or in a file),
 //! never a panic.
 //!
@@ -72,6 +72,7 @@ fn within<T>(scope: Scope, f: impl FnOnce() -> T) -> (T, Scope) {
         }
     }
     let mut restore = Restore(Some(SCOPE.with(|s| s.replace(scope))));
+    LAST_ERROR.with(|e| e.borrow_mut().take());
     let result = f();
     let ours = SCOPE.with(|s| s.replace(restore.0.take().unwrap_or(Scope::Outside)));
     (result, ours)
