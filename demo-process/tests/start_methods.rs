@@ -81,6 +81,12 @@ enum Untagged {
 
 fn takes_untagged(_: Untagged) {}
 
+static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn takes_the_lock(_: ()) {
+    drop(LOCK.lock());
+}
+
 /// Waits for the end with a bound; a child that does not end fails the check.
 fn finish(p: &mut Process) -> i32 {
     p.join_timeout(BOUND).unwrap().expect("the child ended")
@@ -211,6 +217,32 @@ fn arguments_postcard_cannot_carry_are_a_clear_error(method: StartMethod) {
         "{out:?}"
     );
     assert!(out.2.contains("untagged"), "{out:?}");
+}
+
+/// The hazard the spawn and forkserver methods exist for: a lock that another thread holds
+/// while a child starts. A forked child has a copy of the lock, held by a thread it does not
+/// have: it can never take it. A spawned or forkserver child starts from a fresh image.
+fn a_lock_held_by_another_thread_does_not_reach_the_child(method: StartMethod) {
+    let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _guard = LOCK.lock();
+            held.wait();
+            release.wait();
+        });
+        held.wait();
+        let mut p = get_context(method).process(takes_the_lock, ());
+        p.start().unwrap();
+        if method == StartMethod::Fork {
+            // Never done, however long we wait: the bound only says when we stop looking.
+            assert_eq!(p.join_timeout(Duration::from_millis(200)).unwrap(), None);
+            p.kill().unwrap();
+            assert_eq!(finish(&mut p), -9);
+        } else {
+            assert_eq!(finish(&mut p), 0);
+        }
+        release.wait();
+    });
 }
 
 fn nothing_is_left_after_a_normal_exit(method: StartMethod) {
@@ -418,6 +450,10 @@ const CHECKS: &[(&str, Check)] = &[
     (
         "arguments_postcard_cannot_carry_are_a_clear_error",
         arguments_postcard_cannot_carry_are_a_clear_error,
+    ),
+    (
+        "a_lock_held_by_another_thread_does_not_reach_the_child",
+        a_lock_held_by_another_thread_does_not_reach_the_child,
     ),
     (
         "nothing_is_left_after_a_normal_exit",
