@@ -1,4 +1,5 @@
-"""多进程: the note's multiprocessing.Process example, printing the same lines as the Rust demo.
+"""多进程: the note's multiprocessing.Process example under each start method, printing the same
+lines as the Rust demo.
 
 Run with: python3 demo-process/python/process.py
 """
@@ -42,24 +43,27 @@ def time_scale():
 SCALE = time_scale()
 
 
+HOW = {
+    "fork": "the child is a copy of this process",
+    "spawn": "the child runs this program again, told what to run by a socket",
+    "forkserver": "a server, spawned once, forks the child",
+}
+
+
 def main():
-    # Python 3.14 made forkserver the default on Linux; the note's runs used fork.
-    mp.set_start_method("fork")
-    say("start method fork: the child is a copy of this process")
-    p = mp.Process(target=f, args=("john",))
-    p.start()
-    say(f"started {p.name} with pid {p.pid}")
-    p.join()
-    say(f"joined {p.name}: exitcode {p.exitcode}")
+    # One context per start method. A context's processes are named ForkProcess-1,
+    # SpawnProcess-2, ForkServerProcess-3: one counter for all, as in the Rust demo.
+    for method in ("fork", "spawn", "forkserver"):
+        say(f"start method {method}: {HOW[method]}")
+        p = mp.get_context(method).Process(target=f, args=("john",))
+        p.start()
+        say(f"started {p.name} with pid {p.pid}")
+        p.join()
+        say(f"joined {p.name}: exitcode {p.exitcode}")
 
-    say("start method spawn: the child runs this program again and finds f by name")
-    # A context's processes are named SpawnProcess-N; the Rust demo has one counter for both.
-    p = mp.get_context("spawn").Process(target=f, args=("john",), name="Process-2")
-    p.start()
-    say(f"started {p.name} with pid {p.pid}")
-    p.join()
-    say(f"joined {p.name}: exitcode {p.exitcode}")
-
+    # Python 3.14 made forkserver the default on Linux; the note's runs used fork. (force:
+    # starting a context's process has already fixed the default.)
+    mp.set_start_method("fork", force=True)
     p = mp.Process(target=sleeper, args=(60.0,))
     p.start()
     p.join(0.5 * SCALE)

@@ -1,5 +1,5 @@
 //! 多进程 (processes): Python's `multiprocessing.Process`, with real OS processes started by
-//! fork and by spawn.
+//! each of Python's three start methods: fork, spawn and forkserver.
 //!
 //! The note's Python:
 //!
@@ -15,21 +15,20 @@
 //! Run with: `cargo run -p demo-process`
 
 mod demo;
-mod process;
-mod spawn;
 
 use std::io;
 use std::process::ExitCode;
 
 use demo::{Args, say};
-use process::Process;
-use spawn::target;
+use demo_process::process::{Process, StartMethod};
+use demo_process::spawn::{get_context, run_if_spawned};
 
 const USAGE: &str = "\
 Usage: demo-process [--help]
 
-Runs the note's f('john') in a child process started by fork, then by spawn, then tours
-join_timeout, terminate and a child that panics. Every line starts with the pid that printed it.
+Runs the note's f('john') in a child process started by each start method (fork, spawn,
+forkserver), then tours join_timeout, terminate and a child that panics. Every line starts
+with the pid that printed it.
 
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
@@ -48,9 +47,9 @@ fn crash(_: ()) {
 }
 
 fn main() -> ExitCode {
-    // A spawned child is this program run again: here it finds its target by name and runs
-    // it instead of the rest of main.
-    spawn::run_if_spawned(&[&target!(f), &target!(sleeper)]);
+    // Python's `if __name__ == "__main__":`. A spawned child is this program run again: here
+    // it runs the target it was sent, instead of the rest of main.
+    run_if_spawned();
     Args::parse(USAGE).finish();
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,19 +61,14 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> io::Result<()> {
-    say!("start method fork: the child is a copy of this process");
-    let mut p = Process::new(f, "john".to_string());
-    p.start()?;
-    say!("started {} with pid {}", p.name(), p.pid().unwrap());
-    let code = p.join()?;
-    say!("joined {}: exitcode {code}", p.name());
-
-    say!("start method spawn: the child runs this program again and finds f by name");
-    let mut p = Process::spawn(target!(f), &"john".to_string())?;
-    p.start()?;
-    say!("started {} with pid {}", p.name(), p.pid().unwrap());
-    let code = p.join()?;
-    say!("joined {}: exitcode {code}", p.name());
+    for method in StartMethod::ALL {
+        say!("start method {method}: {}", how(method));
+        let mut p = get_context(method).process(f, "john".to_string());
+        p.start()?;
+        say!("started {} with pid {}", p.name(), p.pid().unwrap());
+        let code = p.join()?;
+        say!("joined {}: exitcode {code}", p.name());
+    }
 
     let mut p = Process::new(sleeper, 60.0);
     p.start()?;
@@ -98,4 +92,12 @@ fn try_main() -> io::Result<()> {
         p.name()
     );
     Ok(())
+}
+
+fn how(method: StartMethod) -> &'static str {
+    match method {
+        StartMethod::Fork => "the child is a copy of this process",
+        StartMethod::Spawn => "the child runs this program again, told what to run by a socket",
+        StartMethod::Forkserver => "a server, spawned once, forks the child",
+    }
 }

@@ -2,11 +2,16 @@
 //! bad input, and that no child outlives a killed parent.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::{descendants, ended};
+
+mod support;
 
 fn demo() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_demo-process"));
@@ -64,7 +69,7 @@ fn pid_of(line: &str) -> u32 {
 }
 
 #[test]
-fn hello_john_comes_from_a_child_under_fork_and_spawn() {
+fn hello_john_comes_from_a_child_under_each_start_method() {
     let out = run(&mut demo());
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -75,9 +80,9 @@ fn hello_john_comes_from_a_child_under_fork_and_spawn() {
         .filter(|l| l.ends_with("] hello john"))
         .map(|l| pid_of(l))
         .collect();
-    assert_eq!(hellos.len(), 2, "{stdout}");
+    assert_eq!(hellos.len(), 3, "{stdout}");
     assert!(hellos.iter().all(|&p| p != parent), "{stdout}");
-    assert_ne!(hellos[0], hellos[1]);
+    assert!(hellos[0] != hellos[1] && hellos[1] != hellos[2] && hellos[0] != hellos[2]);
     // The parent names each child's pid, and it is the one that said hello.
     for pid in hellos {
         assert!(stdout.contains(&format!("with pid {pid}\n")), "{stdout}");
@@ -103,6 +108,70 @@ fn bad_input_is_one_line_and_exit_code_2() {
         assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
         assert!(out.stdout.is_empty());
     }
+    // A spawned child's flag, typed by hand: refused before anything runs.
+    let file = std::fs::File::open(env!("CARGO_BIN_EXE_demo-process")).unwrap();
+    for (args, why) in [
+        (vec![], "one argument"),
+        (vec!["x"], "not a descriptor"),
+        (vec!["0"], "not a descriptor"),
+        (vec!["99"], "not open"),
+        (vec!["3", "4"], "one argument"),
+    ] {
+        let mut command = demo();
+        command.arg("--multiprocessing-fork").args(&args);
+        let out = run(&mut command);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    // Descriptor 3 open, but a file, not a socket.
+    let mut command = demo();
+    command.args(["--multiprocessing-fork", "3"]);
+    let fd = file.as_raw_fd();
+    // SAFETY: dup2 and fcntl in the forked child, before exec, are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            // dup2 onto the same number would leave close-on-exec set.
+            let r = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(fd, 3),
+            };
+            match r {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    let out = run(&mut command);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not a Unix socket"), "{stderr}");
+    // A socket whose peer is not the child's parent (the shell in between is).
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let raw = theirs.as_raw_fd();
+    let mut command = Command::new("sh");
+    command
+        .args([
+            "-c",
+            &format!("\"$0\" --multiprocessing-fork {raw}; exit $?"),
+        ])
+        .arg(env!("CARGO_BIN_EXE_demo-process"))
+        .stdin(Stdio::null());
+    // SAFETY: fcntl in the forked child, before exec, is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || match libc::fcntl(raw, libc::F_SETFD, 0) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let out = run(&mut command);
+    drop((ours, theirs));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not this process's parent"), "{stderr}");
+
     let help = run(demo().arg("--help"));
     assert!(help.status.success());
     assert!(
@@ -112,59 +181,41 @@ fn bad_input_is_one_line_and_exit_code_2() {
     );
 }
 
-/// The pids whose parent is `parent`, from /proc.
-fn children(parent: u32) -> Vec<u32> {
-    let path = format!("/proc/{parent}/task/{parent}/children");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect()
-}
-
-/// Whether `pid` is gone or a zombie, that is, no longer running.
-fn ended(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .trim_start()
-            .starts_with('Z'),
-    }
-}
-
 fn no_child_outlives_a_parent_killed_by(signal: Signal) {
-    // Scaled up, the demo's long-sleeping child (Process-3) stays up until we act.
+    // Scaled up, the demo's long-sleeping child (Process-4) stays up until we act.
     let mut command = demo();
     command.env("DEMO_TIME_SCALE", "100").stdout(Stdio::piped());
     let mut parent = Guard(command.spawn().unwrap());
     let pid = parent.0.id();
     let mut lines = BufReader::new(parent.0.stdout.take().unwrap()).lines();
-    // After the spawn part, the next child the parent starts is the sleeper.
+    // After the three methods, the demo has two children: the forkserver, which stays until
+    // the demo ends, and the sleeper.
     for line in lines.by_ref() {
-        if line.unwrap().contains("joined Process-2") {
+        if line.unwrap().contains("joined ForkServerProcess-3") {
             break;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    let sleeper = loop {
-        if let Some(&child) = children(pid).first() {
-            break child;
+    let left = loop {
+        let found = descendants(pid);
+        if found.len() >= 2 {
+            break found;
         }
-        assert!(Instant::now() < deadline, "the demo started no child");
+        assert!(Instant::now() < deadline, "the demo started no sleeper");
         std::thread::sleep(Duration::from_millis(5));
     };
     kill(Pid::from_raw(pid as i32), signal).unwrap();
     parent.0.wait().unwrap();
-    // The kernel delivers the death signal as the parent exits; the child needs a moment to go.
+    // The kernel delivers the death signal as the parent exits; a child needs a moment to go.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !ended(sleeper) {
-        assert!(
-            Instant::now() < deadline,
-            "child {sleeper} outlived its parent"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    for child in left {
+        while !ended(child) {
+            assert!(
+                Instant::now() < deadline,
+                "process {child} outlived its parent"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

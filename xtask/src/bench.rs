@@ -18,6 +18,7 @@ use crate::demos;
 const PRIMITIVES: &[(&str, &str)] = &[
     ("process.fork", "process start+join, fork"),
     ("process.spawn", "process start+join, spawn"),
+    ("process.forkserver", "process start+join, forkserver"),
     ("pipe.roundtrip", "pipe round trip, [42, None, 'hello']"),
     ("pipe.1mib", "pipe, 1 MiB messages"),
     ("queue.processes", "queue, process to process"),
