@@ -235,6 +235,17 @@ impl<T: Plain> ProcessMutex<T> {
         self.locked(rc, "pthread_mutex_timedlock")
     }
 
+    /// The mutex's futex word as the kernel sees it, for diagnosing a stuck lock: the owner's
+    /// thread id in the low 30 bits (0: free), bit 30 set when the owner died, bit 31 when
+    /// waiters may sleep.
+    #[allow(dead_code)] // For examples/chaos_lock.rs, which watches the lock from outside.
+    pub fn lock_word(&self) -> u32 {
+        // SAFETY: glibc keeps the futex word as the first int of the mutex, aligned, and
+        // changes it only atomically.
+        unsafe { &*self.raw().cast::<std::sync::atomic::AtomicU32>() }
+            .load(atomic::Ordering::SeqCst)
+    }
+
     fn inner(&self) -> &Inner<T> {
         // SAFETY: `inner` points into the mapping, which `self.mapping` keeps mapped.
         unsafe { self.inner.as_ref() }

@@ -285,6 +285,34 @@ impl<T: DeserializeOwned> Reader<T> {
     }
 }
 
+impl<T> Writer<T> {
+    /// What the queue's shared header holds now (see `Snapshot`).
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+}
+
+impl<T> Reader<T> {
+    /// What the queue's shared header holds now (see `Snapshot`).
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+}
+
+/// The queue's shared header, read field by field without the lock: to see why a queue is
+/// stuck, or to check from outside what a timed call had in front of it. `head` and `tail`
+/// only grow: they count the bytes ever taken and put.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub head: u64,
+    pub tail: u64,
+    pub count: u64,
+    pub maxsize: u64,
+    pub lock_word: u32,
+    pub getters_waiting: u32,
+    pub putters_waiting: u32,
+}
+
 thread_local! {
     /// One value's bytes on their way in or out; one per thread, so that neither `put`
     /// nor `get` allocates once it has warmed up.
@@ -379,6 +407,22 @@ impl Shared {
     fn mutex(&self) -> *mut libc::pthread_mutex_t {
         // SAFETY: the mutex is the first field of the Header at the start of the mapping.
         unsafe { &raw mut (*self.map.as_ptr().cast::<Header>()).mutex }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let h = self.header();
+        // SAFETY: glibc keeps the futex word as the first int of the mutex, aligned, and
+        // changes it only atomically.
+        let word = unsafe { &*self.mutex().cast::<AtomicU32>() };
+        Snapshot {
+            head: h.head.load(Relaxed),
+            tail: h.tail.load(Relaxed),
+            count: h.count.load(Relaxed),
+            maxsize: h.maxsize.load(Relaxed),
+            lock_word: word.load(Relaxed),
+            getters_waiting: h.getters_waiting.load(Relaxed),
+            putters_waiting: h.putters_waiting.load(Relaxed),
+        }
     }
 
     fn lock(&self) -> io::Result<Ring<'_>> {

@@ -83,7 +83,13 @@ fn demo_manifests_agree_and_stand_alone() {
 #[test]
 fn shared_files_are_identical_in_every_demo() {
     let names = demos::discover().unwrap();
-    for file in ["src/demo.rs", "src/process.rs", "src/timeline.rs"] {
+    for file in [
+        "src/demo.rs",
+        "src/process.rs",
+        "src/timeline.rs",
+        "src/robust.rs",
+        "examples/support/chaos.rs",
+    ] {
         let copies: Vec<(&String, String)> = names
             .iter()
             .filter_map(|n| Some((n, std::fs::read_to_string(root().join(n).join(file)).ok()?)))
