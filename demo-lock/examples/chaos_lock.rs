@@ -28,6 +28,8 @@ mod process;
 #[allow(dead_code)]
 #[path = "../src/process_lock.rs"]
 mod process_lock;
+#[path = "../src/robust.rs"]
+mod robust;
 #[path = "support/chaos.rs"]
 mod support;
 
@@ -124,7 +126,9 @@ fn main() {
 }
 
 /// Turns off the re-armed sleeps, in this process and every one it forks from now on.
-fn disable_rearm() {}
+fn disable_rearm() {
+    robust::set_period(None);
+}
 
 /// Starts a process with the run's start method.
 fn start<A: 'static>(method: StartMethod, target: fn(A), args: A) -> io::Result<Process> {

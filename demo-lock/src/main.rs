@@ -17,6 +17,7 @@ mod demo;
 mod holder_dies;
 mod process;
 mod process_lock;
+mod robust;
 mod thread_lock;
 mod workers;
 
