@@ -14,6 +14,8 @@ mod process;
 #[allow(dead_code)]
 #[path = "../src/queue.rs"]
 mod queue;
+#[path = "../src/robust.rs"]
+mod robust;
 
 use std::os::fd::OwnedFd;
 use std::time::Instant;

@@ -25,6 +25,8 @@ mod process;
 #[allow(dead_code)]
 #[path = "../src/queue.rs"]
 mod queue;
+#[path = "../src/robust.rs"]
+mod robust;
 #[path = "support/chaos.rs"]
 mod support;
 

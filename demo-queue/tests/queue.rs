@@ -7,6 +7,8 @@ mod process;
 #[allow(dead_code)]
 #[path = "../src/queue.rs"]
 mod queue;
+#[path = "../src/robust.rs"]
+mod robust;
 
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
