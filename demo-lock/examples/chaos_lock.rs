@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use process::Process;
 use process_lock::{Guard, Lock, ProcessMutex, TryAcquireError};
-use support::{Board, Child, Kills, Options, Rng, StartMethod, Watchdog};
+use support::{Board, Child, Kills, Options, Rng, StartMethod};
 
 const SCENARIOS: [&str; 4] = [
     "holder-killed",
@@ -151,28 +151,13 @@ fn random_kills(opts: &Options, workers: usize, timed: bool) -> io::Result<i32> 
         method: opts.start_method,
     };
     let m = ProcessMutex::new(new_data())?;
-    let watchdog = {
-        let (ctx, m, opts) = (ctx.clone(), m.clone(), opts.clone());
-        Watchdog::start(opts.watchdog, move || {
-            eprintln!(
-                "chaos_lock: not done after {} s: a hang\nlock word: {:#010x}",
-                opts.watchdog.as_secs(),
-                m.lock_word()
-            );
-            for slot in 0..2 * workers {
-                let pid = ctx.board.pid(slot);
-                if pid != 0 {
-                    let role = if slot < workers {
-                        format!("supervisor {slot}")
-                    } else {
-                        format!("worker {}", slot - workers)
-                    };
-                    eprintln!("{}", support::describe(pid, &role));
-                }
-            }
-            support::report(&opts, true, &ctx.board.tally(), started);
-        })
-    };
+    let roles = (0..workers)
+        .map(|slot| format!("supervisor {slot}"))
+        .chain((0..workers).map(|slot| format!("worker {slot}")))
+        .collect();
+    let word = m.clone();
+    let state = move || format!("lock word: {:#010x}", word.lock_word());
+    let watchdog = support::watch(opts, &ctx.board, roles, state, started);
     let mut supervisors = Vec::new();
     for slot in 0..workers {
         let args = (ctx.clone(), m.clone(), slot, workers, timed);
@@ -237,7 +222,7 @@ fn supervisor((ctx, m, slot, workers, timed): (Ctx, ProcessMutex<Data>, usize, u
         start_worker,
         count_kill,
     );
-    std::process::exit(code);
+    support::exit_now(code);
 }
 
 /// Adds 1 to the counter and to its slot's share, under the lock, until the run finishes.
@@ -337,23 +322,10 @@ fn woken_waiter(opts: &Options) -> io::Result<i32> {
         "third process",
         "busy process",
     ];
-    let watchdog = {
-        let (ctx, lock, opts) = (ctx.clone(), lock.clone(), opts.clone());
-        Watchdog::start(opts.watchdog, move || {
-            eprintln!(
-                "chaos_lock: not done after {} s: a hang\nlock word: {:#010x}",
-                opts.watchdog.as_secs(),
-                lock.lock_word()
-            );
-            for (slot, role) in roles.iter().enumerate() {
-                let pid = ctx.board.pid(slot);
-                if pid != 0 {
-                    eprintln!("{}", support::describe(pid, role));
-                }
-            }
-            support::report(&opts, true, &ctx.board.tally(), started);
-        })
-    };
+    let roles = roles.map(String::from).to_vec();
+    let word = lock.clone();
+    let state = move || format!("lock word: {:#010x}", word.lock_word());
+    let watchdog = support::watch(opts, &ctx.board, roles, state, started);
     let asleep = |p: &Process, who: &str| {
         if support::wait_until_asleep_in_futex(Child::pid(p), Duration::from_secs(10)) {
             Ok(())

@@ -26,7 +26,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use pool::{Error, Pool};
-use support::{Board, Options, Rng, SharedArray, Tally, Watchdog};
+use support::{Board, Options, Rng, SharedArray, Tally};
 
 const SCENARIOS: [&str; 2] = ["apply-async-killed", "map-killed"];
 
@@ -72,22 +72,9 @@ fn run(opts: &Options) -> Result<i32, String> {
     let board = Board::new(1, WORKERS).map_err(|e| e.to_string())?;
     let runs = SharedArray::<AtomicU8>::new(MAX_TASKS).map_err(|e| e.to_string())?;
     let _ = SHARED.set((board.clone(), runs.clone()));
-    let watchdog = {
-        let (board, opts) = (board.clone(), opts.clone());
-        Watchdog::start(opts.watchdog, move || {
-            eprintln!(
-                "chaos_pool: not done after {} s: a hang",
-                opts.watchdog.as_secs()
-            );
-            for slot in 0..WORKERS {
-                let pid = board.pid(slot);
-                if pid != 0 {
-                    eprintln!("{}", support::describe(pid, "worker (last seen)"));
-                }
-            }
-            support::report(&opts, true, &board.tally(), started);
-        })
-    };
+    let roles = (0..WORKERS).map(|_| "worker (last seen)".into()).collect();
+    let state = || "the pool's workers, as last seen:".to_string();
+    let watchdog = support::watch(opts, &board, roles, state, started);
     let mut pool = Pool::new(WORKERS).map_err(|e| e.to_string())?;
     let mut rng = Rng::new(opts.seed);
     let mut results = Results::default();

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use process::Process;
 use queue::{GetError, PutError, Queue, RING_BYTES, Reader, Snapshot, Writer};
-use support::{Board, Child, Kills, Options, Rng, SharedArray, StartMethod, Tally, Watchdog};
+use support::{Board, Child, Kills, Options, Rng, SharedArray, StartMethod, Tally};
 
 const SCENARIOS: [&str; 9] = [
     "writers-bounded1",
@@ -154,23 +154,10 @@ fn run(opts: &Options) -> io::Result<i32> {
     let (w, r) = (q.writer(), q.reader());
     drop(q);
 
-    let watchdog = {
-        let (ctx, r, opts) = (ctx.clone(), r.clone(), opts.clone());
-        Watchdog::start(opts.watchdog, move || {
-            eprintln!(
-                "chaos_queue: not done after {} s: a hang\nqueue header: {:?}",
-                opts.watchdog.as_secs(),
-                r.snapshot()
-            );
-            for slot in 0..SLOTS {
-                let pid = ctx.board.pid(slot);
-                if pid != 0 {
-                    eprintln!("{}", support::describe(pid, &role(slot)));
-                }
-            }
-            support::report(&opts, true, &tally(&ctx, 0), started);
-        })
-    };
+    let header = r.clone();
+    let state = move || format!("queue header: {:?}", header.snapshot());
+    let roles = (0..SLOTS).map(role).collect();
+    let watchdog = support::watch(opts, &ctx.board, roles, state, started);
 
     // The writers' supervisors first, while this process still holds a write end; then the
     // readers', once it has let go of it: a reader must hold no write end, or it would never
@@ -254,7 +241,7 @@ fn writer_supervisor((ctx, w, slot, kill): (Ctx, Writer<Value>, usize, bool)) {
         start_writer,
         || {},
     );
-    std::process::exit(code);
+    support::exit_now(code);
 }
 
 fn reader_supervisor((ctx, r, slot, kill): (Ctx, Reader<Value>, usize, bool)) {
@@ -271,7 +258,7 @@ fn reader_supervisor((ctx, r, slot, kill): (Ctx, Reader<Value>, usize, bool)) {
         start_reader,
         count_kill,
     );
-    std::process::exit(code);
+    support::exit_now(code);
 }
 
 /// Puts values `(g, 0)`, `(g, 1)`, … until the run finishes, recording each put that returned
@@ -311,7 +298,7 @@ fn writer((ctx, w, g): (Ctx, Writer<Value>, u64)) {
                 Err(PutError::Full) => {}
                 Err(e) => {
                     eprintln!("[pid {}] put: {e}", std::process::id());
-                    std::process::exit(3);
+                    support::exit_now(3);
                 }
             }
         }

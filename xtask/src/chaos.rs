@@ -60,7 +60,7 @@ const SCENARIOS: &[Scenario] = &[
         "timeout-waiters-killed",
         (200, 6),
     ),
-    scenario("demo-lock", "chaos_lock", "woken-waiter", (60, 3)),
+    scenario("demo-lock", "chaos_lock", "woken-waiter", (200, 3)),
     Scenario {
         krate: "demo-lock",
         example: "chaos_lock",

@@ -35,6 +35,7 @@ pub enum StartMethod {
 /// The command line: `--scenario NAME --seed N [--watchdog SECS] [--start-method fork]`.
 #[derive(Clone)]
 pub struct Options {
+    pub program: &'static str,
     pub scenario: String,
     pub seed: u64,
     pub watchdog: Duration,
@@ -44,7 +45,7 @@ pub struct Options {
 impl Options {
     /// Reads the command line. `--help` prints the usage; bad input is one line on stderr
     /// and exit code 2.
-    pub fn parse(program: &str, about: &str, scenarios: &[&str]) -> Options {
+    pub fn parse(program: &'static str, about: &str, scenarios: &[&str]) -> Options {
         let usage = format!(
             "Usage: {program} --scenario NAME --seed N [--watchdog SECS] [--start-method fork]\n\n\
              {about}\n\nScenarios: {}\n",
@@ -92,6 +93,7 @@ impl Options {
             }
         }
         Options {
+            program,
             scenario: scenario.unwrap_or_else(|| bad("--scenario is missing".into())),
             seed: seed.unwrap_or_else(|| bad("--seed is missing".into())),
             watchdog,
@@ -427,6 +429,14 @@ pub fn supervise<C: Child>(
     }
 }
 
+/// Ends a forked child at once, as its `Process` does when the target returns.
+/// `std::process::exit` would run the standard library's clean-up first, which takes locks
+/// that another thread of the parent may have held at the fork, and wait for ever.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` ends the process immediately; it is always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
 /// One line about a process for a hang report: its state, and the kernel function it sleeps
 /// in (`/proc/PID/wchan`).
 pub fn describe(pid: i32, role: &str) -> String {
@@ -467,17 +477,47 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
+    /// Returns once the watchdog's thread runs: while a thread starts (and ends), it holds
+    /// a lock of the standard library's, and a process forked then would inherit it locked.
     pub fn start(limit: Duration, report: impl FnOnce() + Send + 'static) -> Watchdog {
         let (done, wait) = mpsc::channel::<()>();
+        let (running, started) = mpsc::channel::<()>();
         thread::spawn(move || {
+            let _ = running.send(());
             if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
                 report();
                 let _ = io::stdout().flush();
                 std::process::exit(1);
             }
         });
+        let _ = started.recv();
         Watchdog { done: Some(done) }
     }
+}
+
+/// The watchdog of a run, which reports a hang thus: `state()` (the queue's header, the
+/// lock's word), then each process of the run still there, by the role of its pid slot, then
+/// the result line.
+pub fn watch(
+    opts: &Options,
+    board: &Board,
+    roles: Vec<String>,
+    state: impl Fn() -> String + Send + 'static,
+    started: Instant,
+) -> Watchdog {
+    let (opts, board) = (opts.clone(), board.clone());
+    Watchdog::start(opts.watchdog, move || {
+        let limit = opts.watchdog.as_secs();
+        eprintln!("{}: not done after {limit} s: a hang", opts.program);
+        eprintln!("{}", state());
+        for (slot, role) in roles.iter().enumerate() {
+            let pid = board.pid(slot);
+            if pid != 0 {
+                eprintln!("{}", describe(pid, role));
+            }
+        }
+        report(&opts, true, &board.tally(), started);
+    })
 }
 
 impl Drop for Watchdog {
