@@ -67,7 +67,7 @@ impl Options {
         while let Some(arg) = args.next() {
             match arg.to_str() {
                 Some("--help" | "-h") => {
-                    print!("{usage}");
+                    let _ = write!(io::stdout(), "{usage}");
                     std::process::exit(0);
                 }
                 Some("--scenario") => {
@@ -558,7 +558,9 @@ pub fn report(opts: &Options, hang: bool, tally: &Tally, started: Instant) -> i3
     } else {
         "ok"
     };
-    println!(
+    // A closed stdout loses the line, quietly: the exit code still tells.
+    let _ = writeln!(
+        io::stdout(),
         "chaos scenario={} seed={} result={result} kills={} lost={} duplicated={} corrupted={} \
          out_of_order={} false_timeouts={} recovery_us={} ops={} ms={}",
         opts.scenario,
