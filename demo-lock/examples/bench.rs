@@ -16,6 +16,8 @@ mod process;
 #[allow(dead_code)]
 #[path = "../src/process_lock.rs"]
 mod process_lock;
+#[path = "../src/robust.rs"]
+mod robust;
 
 use std::fs::File;
 use std::hint::black_box;

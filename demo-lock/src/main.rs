@@ -18,6 +18,7 @@ mod holder_dies;
 mod process;
 mod process_lock;
 mod race;
+mod robust;
 mod thread_lock;
 mod workers;
 

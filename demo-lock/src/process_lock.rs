@@ -13,17 +13,19 @@
 //! - It is robust. Python's Lock is a semaphore that stays taken for ever when its holder dies
 //!   (python/cpython gh-88304). Here the next acquirer gets the lock inside an
 //!   `Err(OwnerDied)`, so it cannot miss that the data may be half updated and must be repaired.
+//! - No wait hangs after a kill: a waiter sleeps at most one period (20 ms) at a time and
+//!   looks again, so a wake-up lost with a killed waiter costs one period (see `robust.rs`).
 
 use std::cell::UnsafeCell;
 use std::fmt;
 use std::io;
-use std::marker::PhantomData;
-use std::mem::MaybeUninit;
 use std::ops::{Deref, DerefMut};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::sync::atomic;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::robust::{self, Locked, RobustGuard, RobustMutex, WouldBlock};
 
 /// A type whose values may live in memory shared by processes.
 ///
@@ -57,6 +59,8 @@ unsafe impl<A: Plain, B: Plain, C: Plain> Plain for (A, B, C) {}
 /// A `T` in an anonymous shared mapping: the memory that survives `fork` as *one* copy.
 struct Mapping<T> {
     ptr: NonNull<T>,
+    /// Whether the mapping's first page must stay mapped when this process lets go of it.
+    pinned: fn(&T) -> bool,
 }
 
 // SAFETY: a mapping only hands out `&T` and never drops the `T`, so sending or sharing it
@@ -72,7 +76,7 @@ impl<T> Mapping<T> {
         size_of::<T>()
     };
 
-    fn new(value: T) -> io::Result<Mapping<T>> {
+    fn new(value: T, pinned: fn(&T) -> bool) -> io::Result<Mapping<T>> {
         assert!(align_of::<T>() <= 4096, "a mapping is only page-aligned");
         let (prot, flags) = (
             libc::PROT_READ | libc::PROT_WRITE,
@@ -88,7 +92,7 @@ impl<T> Mapping<T> {
         // SAFETY: the mapping is page-aligned, at least `size_of::<T>()` bytes long, and no one
         // else can see it yet.
         unsafe { ptr.as_ptr().write(value) };
-        Ok(Mapping { ptr })
+        Ok(Mapping { ptr, pinned })
     }
 }
 
@@ -102,10 +106,20 @@ impl<T> Deref for Mapping<T> {
 
 impl<T> Drop for Mapping<T> {
     /// Unmaps this process's view only; a child keeps its own. The `T` is never dropped (and
-    /// a mutex never destroyed): another process may still be using it.
+    /// a mutex never destroyed): another process may still be using it. A pinned first page
+    /// stays mapped for good: one page, deliberately leaked.
     fn drop(&mut self) {
-        // SAFETY: the mapping is ours and nothing borrows from it any more.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), Self::LEN) };
+        let len = Self::LEN.next_multiple_of(robust::page_size());
+        let keep = if (self.pinned)(self) {
+            robust::page_size()
+        } else {
+            0
+        };
+        if keep < len {
+            // SAFETY: the mapping is ours, page-aligned, `len` bytes long, and nothing
+            // borrows from it any more; a pinned first page is left alone.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast::<u8>().add(keep).cast(), len - keep) };
+        }
     }
 }
 
@@ -115,7 +129,7 @@ pub struct Shared<T: Plain + Sync>(Arc<Mapping<T>>);
 
 impl<T: Plain + Sync> Shared<T> {
     pub fn new(value: T) -> io::Result<Shared<T>> {
-        Ok(Shared(Arc::new(Mapping::new(value)?)))
+        Ok(Shared(Arc::new(Mapping::new(value, |_| false)?)))
     }
 }
 
@@ -144,7 +158,8 @@ pub struct ProcessMutex<T: Plain> {
 
 #[repr(C)]
 struct Inner<T> {
-    mutex: UnsafeCell<libc::pthread_mutex_t>,
+    /// First, so that it lies in the mapping's first page, the one kept if it must be.
+    mutex: RobustMutex,
     data: UnsafeCell<T>,
 }
 
@@ -170,69 +185,61 @@ impl<T: Plain> Clone for ProcessMutex<T> {
 impl<T: Plain> ProcessMutex<T> {
     /// A robust process-shared mutex around `value`, in a new shared mapping.
     pub fn new(value: T) -> io::Result<ProcessMutex<T>> {
-        let mutex = UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER);
-        let inner = Mapping::new(Inner {
-            mutex,
+        let inner = Inner {
+            mutex: RobustMutex::unset(),
             data: UnsafeCell::new(value),
-        })?;
-        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: `attr` is initialised by pthread_mutexattr_init before it is used, and
-        // destroyed after. The mutex is initialised once, in place in the shared mapping where
-        // it stays, before any other thread or process can reach it.
-        let rc = unsafe {
-            let attr = attr.as_mut_ptr();
-            let mut rc = libc::pthread_mutexattr_init(attr);
-            if rc == 0 {
-                rc = libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED);
-                if rc == 0 {
-                    rc = libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST);
-                }
-                if rc == 0 {
-                    rc = libc::pthread_mutex_init(inner.mutex.get(), attr);
-                }
-                libc::pthread_mutexattr_destroy(attr);
-            }
-            rc
         };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
+        // Dropping the last handle of this process while one of its threads holds the
+        // mutex (a guard was forgotten) must not unmap it: that thread's robust list
+        // points into it.
+        let mapping = Mapping::new(inner, |inner| !inner.mutex.may_unmap())?;
+        // SAFETY: the mapping was just made, so no other thread or process can reach the
+        // mutex yet, and it is unmapped only when `may_unmap` allows (see `Mapping::drop`).
+        unsafe { mapping.mutex.init() }?;
         Ok(ProcessMutex {
-            inner: inner.ptr,
-            mapping: Arc::new(inner),
+            inner: mapping.ptr,
+            mapping: Arc::new(mapping),
         })
     }
 
     /// Python's `acquire()`: waits for the lock. `Err(OwnerDied)` still holds the lock: its
-    /// previous owner died holding it, so repair the data, then use `into_guard`. As with
-    /// Python's Lock and `std::sync::Mutex`, a thread that acquires twice waits for itself.
+    /// previous owner died holding it, so repair the data, then use `into_guard`. A thread
+    /// that acquires a lock it holds already panics, where Python's Lock and a bare pthread
+    /// mutex would wait for themselves for ever.
     pub fn acquire(&self) -> Result<Guard<'_, T>, OwnerDied<Guard<'_, T>>> {
-        // SAFETY: the mutex was initialised in `new` and stays mapped while `self` lives.
-        let rc = unsafe { libc::pthread_mutex_lock(self.raw()) };
-        match self.locked(rc, "pthread_mutex_lock") {
-            Ok(guard) => Ok(guard),
-            Err(TryAcquireError::OwnerDied(died)) => Err(died),
-            Err(TryAcquireError::WouldBlock) => unreachable!("pthread_mutex_lock waits"),
+        match self.inner().mutex.lock() {
+            Locked::Clean(lock) => Ok(Guard::new(self, lock)),
+            Locked::OwnerDied(lock) => Err(OwnerDied {
+                guard: Guard::new(self, lock),
+            }),
         }
     }
 
     /// Python's `acquire(False)`: takes the lock only if it is free now.
     pub fn try_acquire(&self) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
-        // SAFETY: as in `acquire`.
-        let rc = unsafe { libc::pthread_mutex_trylock(self.raw()) };
-        self.locked(rc, "pthread_mutex_trylock")
+        self.guard(self.inner().mutex.try_lock())
     }
 
-    /// Python's `acquire(timeout=…)`: waits at most `timeout`, then gives up with `WouldBlock`.
-    /// The deadline is on the wall clock (`CLOCK_REALTIME`), as POSIX defines it.
+    /// Python's `acquire(timeout=…)`: waits at most `timeout`, then gives up with
+    /// `WouldBlock`, which it says only if the lock was still held at the end. A thread that
+    /// holds the lock already gets `WouldBlock` at once.
     pub fn acquire_timeout(
         &self,
         timeout: Duration,
     ) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
-        let deadline = deadline(timeout);
-        // SAFETY: as in `acquire`; `deadline` is a valid timespec that outlives the call.
-        let rc = unsafe { libc::pthread_mutex_timedlock(self.raw(), &deadline) };
-        self.locked(rc, "pthread_mutex_timedlock")
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.guard(self.inner().mutex.lock_until(deadline)),
+            // Further than the clock reaches: no deadline at all.
+            None => self.acquire().map_err(TryAcquireError::OwnerDied),
+        }
+    }
+
+    /// The mutex's futex word as the kernel sees it, for diagnosing a stuck lock: the owner's
+    /// thread id in the low 30 bits (0: free), bit 30 set when the owner died, bit 31 when
+    /// waiters may sleep.
+    #[allow(dead_code)] // For examples/chaos_lock.rs, which watches the lock from outside.
+    pub fn lock_word(&self) -> u32 {
+        self.inner().mutex.word()
     }
 
     fn inner(&self) -> &Inner<T> {
@@ -240,61 +247,17 @@ impl<T: Plain> ProcessMutex<T> {
         unsafe { self.inner.as_ref() }
     }
 
-    fn raw(&self) -> *mut libc::pthread_mutex_t {
-        self.inner().mutex.get()
-    }
-
-    /// Turns the return code of a lock call into a guard, or says why there is none.
-    #[inline]
-    fn locked(&self, rc: i32, call: &str) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
-        if rc == 0 {
-            Ok(Guard::new(self))
-        } else {
-            self.not_locked(rc, call)
+    fn guard<'a>(
+        &'a self,
+        locked: Result<Locked<'a>, WouldBlock>,
+    ) -> Result<Guard<'a, T>, TryAcquireError<Guard<'a, T>>> {
+        match locked {
+            Ok(Locked::Clean(lock)) => Ok(Guard::new(self, lock)),
+            Ok(Locked::OwnerDied(lock)) => Err(TryAcquireError::OwnerDied(OwnerDied {
+                guard: Guard::new(self, lock),
+            })),
+            Err(WouldBlock) => Err(TryAcquireError::WouldBlock),
         }
-    }
-
-    #[cold]
-    fn not_locked(
-        &self,
-        rc: i32,
-        call: &str,
-    ) -> Result<Guard<'_, T>, TryAcquireError<Guard<'_, T>>> {
-        match rc {
-            libc::EOWNERDEAD => {
-                // SAFETY: EOWNERDEAD means this thread now holds the mutex. Marking it
-                // consistent lets it be locked again after this guard unlocks it; the caller
-                // is told through `OwnerDied` to repair the data first.
-                let rc = unsafe { libc::pthread_mutex_consistent(self.raw()) };
-                assert_eq!(rc, 0, "pthread_mutex_consistent by the new owner");
-                Err(TryAcquireError::OwnerDied(OwnerDied {
-                    guard: Guard::new(self),
-                }))
-            }
-            libc::EBUSY | libc::ETIMEDOUT => Err(TryAcquireError::WouldBlock),
-            // The other errors (EINVAL, EDEADLK, ENOTRECOVERABLE, …) cannot happen with a mutex
-            // set up by `new` and made consistent after every owner death: a bug.
-            _ => panic!("{call}: {}", io::Error::from_raw_os_error(rc)),
-        }
-    }
-}
-
-/// The wall-clock time `timeout` from now, saturating far in the future.
-fn deadline(timeout: Duration) -> libc::timespec {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes a timespec into the one it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-    let nanos = now.tv_nsec + timeout.subsec_nanos() as libc::c_long;
-    let secs = libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX);
-    libc::timespec {
-        tv_sec: now
-            .tv_sec
-            .saturating_add(secs)
-            .saturating_add(nanos / 1_000_000_000),
-        tv_nsec: nanos % 1_000_000_000,
     }
 }
 
@@ -304,16 +267,12 @@ fn deadline(timeout: Duration) -> libc::timespec {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct Guard<'a, T: Plain> {
     mutex: &'a ProcessMutex<T>,
-    _not_send: PhantomData<*const ()>,
+    _lock: RobustGuard<'a>,
 }
 
 impl<'a, T: Plain> Guard<'a, T> {
-    /// Only once the calling thread holds `mutex`.
-    fn new(mutex: &'a ProcessMutex<T>) -> Guard<'a, T> {
-        Guard {
-            mutex,
-            _not_send: PhantomData,
-        }
+    fn new(mutex: &'a ProcessMutex<T>, lock: RobustGuard<'a>) -> Guard<'a, T> {
+        Guard { mutex, _lock: lock }
     }
 }
 
@@ -332,14 +291,6 @@ impl<T: Plain> DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`, and `&mut self` makes this the only borrow through the guard.
         unsafe { &mut *self.mutex.inner().data.get() }
-    }
-}
-
-impl<T: Plain> Drop for Guard<'_, T> {
-    fn drop(&mut self) {
-        // SAFETY: this thread locked the mutex when it made the guard and has not unlocked it.
-        let rc = unsafe { libc::pthread_mutex_unlock(self.mutex.raw()) };
-        debug_assert_eq!(rc, 0, "pthread_mutex_unlock");
     }
 }
 
@@ -551,6 +502,27 @@ mod tests {
             mutex.try_acquire(),
             Err(TryAcquireError::OwnerDied(_))
         ));
+    }
+
+    #[test]
+    fn dropping_the_last_handle_of_a_forgotten_guard_corrupts_nothing() {
+        let lock = ProcessMutex::new(5u64).unwrap();
+        std::mem::forget(lock.acquire().unwrap());
+        // This thread still holds the mutex, and its robust list points into the mapping:
+        // dropping the last handle must leave that memory mapped.
+        drop(lock);
+        // Memory mapped afterwards keeps its values while this thread locks other mutexes,
+        // which writes to its robust list.
+        let values: [AtomicU64; 8] = std::array::from_fn(|i| AtomicU64::new(i as u64 + 1));
+        let shared = Shared::new(values).unwrap();
+        let counter = ProcessMutex::new(0u64).unwrap();
+        for _ in 0..100 {
+            *counter.acquire().unwrap() += 1;
+        }
+        drop(ProcessMutex::new(0u64).unwrap().acquire());
+        let seen: Vec<u64> = shared.iter().map(|v| v.load(Ordering::Relaxed)).collect();
+        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(*counter.try_acquire().unwrap(), 100);
     }
 
     #[test]

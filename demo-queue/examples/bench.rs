@@ -2,7 +2,7 @@
 //!
 //! - `queue.processes`: small integers from one process to another, in messages per second:
 //!   our `Queue` (unbounded, and bounded to 1000), and a bare `SOCK_SEQPACKET` socketpair
-//!   sending 8-byte messages (the limit: our queue adds serde and, when bounded, an eventfd).
+//!   sending 8-byte messages (the limit: our queue adds serde and, when it sleeps, a futex).
 //! - `queue.threads`: items per second from one thread to another through a crossbeam
 //!   channel, the counterpart of Python's `queue.Queue`.
 //!
@@ -14,6 +14,8 @@ mod process;
 #[allow(dead_code)]
 #[path = "../src/queue.rs"]
 mod queue;
+#[path = "../src/robust.rs"]
+mod robust;
 
 use std::os::fd::OwnedFd;
 use std::time::Instant;

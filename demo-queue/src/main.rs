@@ -36,6 +36,7 @@ mod demo;
 mod process;
 #[allow(dead_code)] // The tests and the bench use the rest of its API.
 mod queue;
+mod robust;
 mod thread_queue;
 
 use std::io;

@@ -2,19 +2,27 @@
 //! `get_timeout` (→ `Empty`), and `Queue::bounded(maxsize)`, whose `put` waits while the
 //! queue is full and whose `put_timeout` gives up with `Full`.
 //!
-//! Three kernel objects, inherited by `fork`, make one queue:
-//! - a ring buffer in shared memory holds the serialized values, guarded by a robust
-//!   process-shared mutex: a process killed while holding it does not block the others,
-//!   the next one to lock it is told and goes on. A value is copied in before it is
-//!   published and copied out before it is removed, so a kill at any point loses nothing
-//!   that was put and duplicates nothing.
-//! - two eventfds wake the waiters: `items` the readers of an empty queue, `space` the
-//!   writers of a full one. A process writes one only when someone sleeps; a queue that
-//!   keeps flowing makes no system call at all.
+//! Two kernel objects, inherited by `fork`, make one queue:
+//! - a shared mapping: a ring buffer that holds the serialized values, and a header with a
+//!   robust process-shared mutex (`robust.rs`) that guards it. A process killed while holding
+//!   it does not block the others: the next one to lock it is told, recounts and goes on. A
+//!   value is copied in before it is published and copied out before it is removed, so a kill
+//!   at any point loses nothing that was put and duplicates nothing.
 //! - a socketpair that carries nothing: writers hold one end, readers the other, so the
 //!   kernel tells when the last writer or the last reader is gone, however it ended (the
 //!   other end polls `POLLHUP`). A reader of a drained queue then gets `Disconnected`, and
 //!   so does a writer waiting for room, instead of waiting for ever.
+//!
+//! Sleeping and waking, with no wake-up that a death can lose for good: for each direction
+//! (values for readers, room for writers) the header holds a sequence number and a
+//! "sleepers" mark. A process with nothing to do marks that it sleeps, under the mutex, and
+//! sleeps on the sequence number (a futex shared between processes) for at most one period
+//! (20 ms). A process that changes what the sleepers wait for and sees the mark clears it,
+//! bumps the number, and once it has unlocked wakes *every* sleeper, which all look again.
+//! No one is chosen to pass a wake-up on, so a killed sleeper loses nothing (its mark is
+//! cleared by the next waker); a waker killed between unlocking and waking costs the
+//! sleepers one period, after which they look anyway. A queue that keeps flowing makes no
+//! system call at all: a waker calls the kernel only when someone sleeps.
 //!
 //! Values are serialized with serde (JSON), as Python pickles them.
 //!
@@ -30,15 +38,16 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::robust::{self, Locked, RobustGuard, RobustMutex};
 
 /// Bytes in the ring. A value takes its serialized length plus 4; a bigger one is an error.
 pub const RING_BYTES: usize = 1 << 20;
@@ -71,16 +80,16 @@ pub enum GetError {
 /// The writing half: `put` and `put_timeout`. Clone it for more writers.
 pub struct Writer<T> {
     shared: Arc<Shared>,
-    /// Open while this handle lives: the readers' end reports `POLLHUP` once no writer
-    /// anywhere holds it.
-    end: Arc<OwnedFd>,
+    /// Open while a writer handle of this process lives: the readers' end reports `POLLHUP`
+    /// once no writer anywhere holds it.
+    end: Arc<End>,
     _values: PhantomData<fn(T)>,
 }
 
 /// The reading half: `get` and `get_timeout`. Clone it for more readers.
 pub struct Reader<T> {
     shared: Arc<Shared>,
-    end: Arc<OwnedFd>,
+    end: Arc<End>,
     _values: PhantomData<fn() -> T>,
 }
 
@@ -118,12 +127,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Ok(Queue {
             writer: Writer {
                 shared: shared.clone(),
-                end: Arc::new(w),
+                end: End::new(w, &shared, Side::Writers),
                 _values: PhantomData,
             },
             reader: Reader {
+                end: End::new(r, &shared, Side::Readers),
                 shared,
-                end: Arc::new(r),
                 _values: PhantomData,
             },
         })
@@ -162,9 +171,10 @@ impl<T: Serialize> Writer<T> {
         self.put_until(&value, None)
     }
 
-    /// Puts `value`, or gives up with `Full` after `timeout`.
+    /// Puts `value`, or gives up with `Full` after `timeout`. `Full` means that the queue was
+    /// full when it looked last, at the timeout.
     pub fn put_timeout(&self, value: T, timeout: Duration) -> Result<(), PutError> {
-        self.put_until(&value, Some(Instant::now() + timeout))
+        self.put_until(&value, Instant::now().checked_add(timeout))
     }
 
     fn put_until(&self, value: &T, deadline: Option<Instant>) -> Result<(), PutError> {
@@ -175,44 +185,20 @@ impl<T: Serialize> Writer<T> {
                 let e = format!("a value of {} bytes does not fit in the queue", bytes.len());
                 return Err(PutError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)));
             }
-            let mut waiting = false;
             loop {
-                let mut ring = self.shared.lock()?;
-                if waiting {
-                    ring.header().putters_waiting.fetch_sub(1, Relaxed);
-                }
+                let mut ring = self.shared.lock();
                 if ring.push(bytes) {
-                    let wake = ring.header().getters_waiting.load(Relaxed) > 0;
-                    drop(ring);
-                    if wake {
-                        self.shared.items.write(1)?;
-                    }
-                    return Ok(());
+                    return Ok(()); // Dropping the ring unlocks, then wakes the readers.
                 }
-                ring.header().putters_waiting.fetch_add(1, Relaxed);
-                waiting = true;
+                if self.end.hung_up()? {
+                    return Err(PutError::Disconnected);
+                }
+                let Some(nap) = nap(deadline) else {
+                    return Err(PutError::Full);
+                };
+                let seq = ring.header().room.prepare();
                 drop(ring);
-                // No event asked on our end: poll reports POLLHUP there anyway, once the
-                // last reader is gone.
-                let mut fds = [
-                    PollFd::new(self.shared.space.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.end.as_fd(), PollFlags::empty()),
-                ];
-                let woken = wait(&mut fds, deadline)?;
-                let hangup = fds[1].any() == Some(true);
-                take_token(&self.shared.space)?;
-                if !woken || hangup {
-                    self.shared
-                        .lock()?
-                        .header()
-                        .putters_waiting
-                        .fetch_sub(1, Relaxed);
-                    return Err(if hangup {
-                        PutError::Disconnected
-                    } else {
-                        PutError::Full
-                    });
-                }
+                self.shared.header().room.sleep(seq, nap);
             }
         })
     }
@@ -224,27 +210,19 @@ impl<T: DeserializeOwned> Reader<T> {
         self.get_until(None)
     }
 
-    /// Gets the next value, or gives up with `Empty` after `timeout`.
+    /// Gets the next value, or gives up with `Empty` after `timeout`. `Empty` means that the
+    /// queue was empty when it looked last, at the timeout.
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.get_until(Some(Instant::now() + timeout))
+        self.get_until(Instant::now().checked_add(timeout))
     }
 
     fn get_until(&self, deadline: Option<Instant>) -> Result<T, GetError> {
         SCRATCH.with_borrow_mut(|bytes| {
-            let mut waiting = false;
             let mut spins = 0;
             loop {
-                let mut ring = self.shared.lock()?;
-                if waiting {
-                    ring.header().getters_waiting.fetch_sub(1, Relaxed);
-                    waiting = false;
-                }
+                let mut ring = self.shared.lock();
                 if ring.pop(bytes) {
-                    let wake = ring.header().putters_waiting.load(Relaxed) > 0;
-                    drop(ring);
-                    if wake {
-                        self.shared.space.write(1)?;
-                    }
+                    drop(ring); // Unlocks, then wakes the writers.
                     return Ok(serde_json::from_slice(bytes).map_err(io::Error::from)?);
                 }
                 if spins < SPINS {
@@ -256,33 +234,65 @@ impl<T: DeserializeOwned> Reader<T> {
                     }
                     continue;
                 }
-                ring.header().getters_waiting.fetch_add(1, Relaxed);
-                waiting = true;
-                drop(ring);
-                let mut fds = [
-                    PollFd::new(self.shared.items.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.end.as_fd(), PollFlags::empty()),
-                ];
-                let woken = wait(&mut fds, deadline)?;
-                let hangup = fds[1].any() == Some(true);
-                take_token(&self.shared.items)?;
-                if !woken || hangup {
-                    // Values put before the last writer left are still there: take them.
-                    let mut ring = self.shared.lock()?;
-                    ring.header().getters_waiting.fetch_sub(1, Relaxed);
-                    if ring.pop(bytes) {
-                        drop(ring);
-                        return Ok(serde_json::from_slice(bytes).map_err(io::Error::from)?);
-                    }
-                    return Err(if hangup {
-                        GetError::Disconnected
-                    } else {
-                        GetError::Empty
-                    });
+                // Drained, under the lock: if no writer is left, nothing more can come.
+                if self.end.hung_up()? {
+                    return Err(GetError::Disconnected);
                 }
+                let Some(nap) = nap(deadline) else {
+                    return Err(GetError::Empty);
+                };
+                let seq = ring.header().values.prepare();
+                drop(ring);
+                self.shared.header().values.sleep(seq, nap);
             }
         })
     }
+}
+
+/// How long to sleep before looking again: at most one period (for ever when the waits are
+/// not re-armed), and not past `deadline`. `None` once the deadline has passed.
+fn nap(deadline: Option<Instant>) -> Option<Option<Duration>> {
+    let left = match deadline {
+        Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+            Some(left) if !left.is_zero() => Some(left),
+            _ => return None,
+        },
+        None => None,
+    };
+    Some(match (left, robust::period()) {
+        (Some(left), Some(period)) => Some(left.min(period)),
+        (left, period) => left.or(period),
+    })
+}
+
+impl<T> Writer<T> {
+    /// What the queue's shared header holds now (see `Snapshot`).
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+}
+
+impl<T> Reader<T> {
+    /// What the queue's shared header holds now (see `Snapshot`).
+    pub fn snapshot(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+}
+
+/// The queue's shared header, read field by field without the lock: to see why a queue is
+/// stuck, or to check from outside what a timed call had in front of it. `head` and `tail`
+/// only grow: they count the bytes ever taken and put.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub head: u64,
+    pub tail: u64,
+    pub count: u64,
+    pub maxsize: u64,
+    pub lock_word: u32,
+    pub values_seq: u32,
+    pub values_sleepers: u32,
+    pub room_seq: u32,
+    pub room_sleepers: u32,
 }
 
 thread_local! {
@@ -294,26 +304,153 @@ thread_local! {
 /// What every process sees at the start of the shared mapping.
 #[repr(C)]
 struct Header {
-    mutex: libc::pthread_mutex_t,
-    /// The fields below change only under the mutex; they are atomics so that a waiting
-    /// reader may peek at `count` without it.
+    mutex: RobustMutex,
+    /// The fields below change only under the mutex (but for the sequence numbers, which
+    /// may also be bumped without it); they are atomics so that a waiting reader may peek at
+    /// `count` without it, and a sleeper sleep on a sequence number.
     head: AtomicU64,
     tail: AtomicU64,
     count: AtomicU64,
     maxsize: AtomicU64,
-    getters_waiting: AtomicU32,
-    putters_waiting: AtomicU32,
+    /// Wakes the readers: a value arrived, or a writer end closed.
+    values: Wakeup,
+    /// Wakes the writers: room was made, or a reader end closed.
+    room: Wakeup,
 }
 
-/// The mapping and the two eventfds, shared by every handle of a queue in this process.
+/// A sequence number to sleep on, and a mark that someone does.
+#[repr(C)]
+struct Wakeup {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl Wakeup {
+    /// Under the mutex, by a process with nothing to do: marks that someone sleeps, and
+    /// returns the number to sleep on. (The mutex orders these relaxed accesses.)
+    fn prepare(&self) -> u32 {
+        self.sleepers.store(1, Relaxed);
+        self.seq.load(Relaxed)
+    }
+
+    /// Under the mutex, after a change the sleepers wait for: whether someone may sleep, in
+    /// which case the mark is cleared and the number bumped, and the caller must call
+    /// `wake_all` once it has unlocked.
+    fn changed(&self) -> bool {
+        if self.sleepers.load(Relaxed) == 0 {
+            return false;
+        }
+        self.sleepers.store(0, Relaxed);
+        self.seq.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// With or without the mutex: every sleeper is to look again.
+    fn bump(&self) {
+        self.seq.fetch_add(1, SeqCst);
+    }
+
+    /// Sleeps while the number is still `seq`, for at most `nap` (`None`: until woken).
+    fn sleep(&self, seq: u32, nap: Option<Duration>) {
+        let timeout = nap.map(|nap| libc::timespec {
+            tv_sec: libc::time_t::try_from(nap.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: nap.subsec_nanos() as libc::c_long,
+        });
+        let timeout = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+        // SAFETY: FUTEX_WAIT reads the aligned u32 that `seq` refers to, which lives as long
+        // as `self`, and the relative timeout it is given, if any. It is not private: the
+        // word is shared with other processes. Its outcome (woken, timed out, interrupted,
+        // the number already changed) does not matter: the caller looks again in any case.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.seq.as_ptr(),
+                libc::FUTEX_WAIT,
+                seq,
+                timeout,
+                std::ptr::null::<u32>(),
+                0u32,
+            )
+        };
+    }
+
+    /// Wakes every process that sleeps on the number.
+    fn wake_all(&self) {
+        // SAFETY: FUTEX_WAKE only uses the address of the word, which is valid.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.seq.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0u32,
+            )
+        };
+    }
+}
+
+/// One end of the socketpair that tells who is still there, shared by the handles of one
+/// side in this process. When the last of them goes, it closes its end and wakes the
+/// other side's sleepers, so that they look at once whether anyone is left.
+struct End {
+    fd: Option<OwnedFd>,
+    shared: Arc<Shared>,
+    side: Side,
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Writers,
+    Readers,
+}
+
+impl End {
+    fn new(fd: OwnedFd, shared: &Arc<Shared>, side: Side) -> Arc<End> {
+        Arc::new(End {
+            fd: Some(fd),
+            shared: shared.clone(),
+            side,
+        })
+    }
+
+    /// Whether the other end is closed in every process: no one is left on the other side.
+    /// (No event is asked: poll reports `POLLHUP` anyway.)
+    fn hung_up(&self) -> io::Result<bool> {
+        let fd = self.fd.as_ref().expect("open until dropped");
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::empty())];
+        loop {
+            match poll(&mut fds, PollTimeout::ZERO) {
+                Ok(_) => return Ok(fds[0].any() == Some(true)),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Drop for End {
+    fn drop(&mut self) {
+        // Closed first, so that the woken see the hang-up if this was the last end anywhere.
+        drop(self.fd.take());
+        let header = self.shared.header();
+        let other = match self.side {
+            Side::Writers => &header.values,
+            Side::Readers => &header.room,
+        };
+        other.bump();
+        other.wake_all();
+    }
+}
+
+/// The mapping, shared by every handle of a queue in this process.
 struct Shared {
     map: NonNull<u8>,
-    items: EventFd,
-    space: EventFd,
 }
 
-// SAFETY: the mapping is only touched under its process-shared mutex (or, for `count`,
-// through an atomic), so handles may move to and be used from any thread.
+// SAFETY: the mapping is only touched under its process-shared mutex (or through atomics),
+// so handles may move to and be used from any thread.
 unsafe impl Send for Shared {}
 // SAFETY: as for Send.
 unsafe impl Sync for Shared {}
@@ -338,78 +475,91 @@ impl Shared {
         if map == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let flags = EfdFlags::EFD_SEMAPHORE | EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
         let shared = Shared {
             map: NonNull::new(map.cast()).expect("mmap does not return null on success"),
-            items: EventFd::from_flags(flags)?,
-            space: EventFd::from_flags(flags)?,
         };
         shared.header().maxsize.store(maxsize, Relaxed);
-        let mutex = shared.mutex();
-        // SAFETY: `attr` is initialised before use and destroyed after; the mutex lies in
-        // zeroed memory no other process can see yet, and is initialised exactly once.
-        let status = unsafe {
-            let mut attr = std::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-            let attr = attr.as_mut_ptr();
-            let mut status = libc::pthread_mutexattr_init(attr);
-            if status == 0 {
-                status = libc::pthread_mutexattr_setpshared(attr, libc::PTHREAD_PROCESS_SHARED);
-            }
-            if status == 0 {
-                status = libc::pthread_mutexattr_setrobust(attr, libc::PTHREAD_MUTEX_ROBUST);
-            }
-            if status == 0 {
-                status = libc::pthread_mutex_init(mutex, attr);
-            }
-            libc::pthread_mutexattr_destroy(attr);
-            status
-        };
-        if status != 0 {
-            return Err(io::Error::from_raw_os_error(status));
-        }
+        // SAFETY: the mutex lies in zeroed memory (a default mutex) that no other thread or
+        // process can see yet, and the mapping is unmapped only when `may_unmap` allows
+        // (see `drop`).
+        unsafe { shared.header().mutex.init() }?;
         Ok(shared)
     }
 
     fn header(&self) -> &Header {
         // SAFETY: the mapping is MAP_BYTES long, page-aligned, and starts with a Header
-        // whose fields other than the mutex are atomics; it lives as long as `self`.
+        // whose fields are a mutex (used only through its own API) and atomics, all valid
+        // when zeroed; it lives as long as `self`.
         unsafe { &*self.map.as_ptr().cast::<Header>() }
     }
 
-    fn mutex(&self) -> *mut libc::pthread_mutex_t {
-        // SAFETY: the mutex is the first field of the Header at the start of the mapping.
-        unsafe { &raw mut (*self.map.as_ptr().cast::<Header>()).mutex }
+    /// Locks the ring, waiting as long as it takes: a live holder lets go within
+    /// microseconds, a dead one is reported by the kernel, and a lost wake-up costs one
+    /// period. (Only a holder stopped by SIGSTOP makes it wait longer: until it continues.)
+    fn lock(&self) -> Ring<'_> {
+        let (lock, owner_died) = match self.header().mutex.lock() {
+            Locked::Clean(lock) => (lock, false),
+            Locked::OwnerDied(lock) => (lock, true),
+        };
+        let mut ring = Ring {
+            shared: self,
+            lock: Some(lock),
+            wake_values: false,
+            wake_room: false,
+        };
+        if owner_died {
+            // A process died holding the lock, perhaps halfway through a change, or before
+            // waking the sleepers. Every change is published last, with one store each to
+            // `tail`/`head` and then `count`: recount to be sure, and wake every sleeper.
+            ring.recount();
+            self.header().values.bump();
+            self.header().room.bump();
+            (ring.wake_values, ring.wake_room) = (true, true);
+        }
+        ring
     }
 
-    fn lock(&self) -> io::Result<Ring<'_>> {
-        // SAFETY: the mutex was initialised in `new`, before any handle existed.
-        match unsafe { libc::pthread_mutex_lock(self.mutex()) } {
-            0 => Ok(Ring { shared: self }),
-            libc::EOWNERDEAD => {
-                // A process died holding the lock. Every change is published last, with
-                // one store each to `tail`/`head` and then `count`: recount to be sure.
-                let ring = Ring { shared: self };
-                ring.recount();
-                // SAFETY: we hold the mutex, which the kernel handed over as inconsistent.
-                unsafe { libc::pthread_mutex_consistent(self.mutex()) };
-                Ok(ring)
-            }
-            e => Err(io::Error::from_raw_os_error(e)),
+    fn snapshot(&self) -> Snapshot {
+        let h = self.header();
+        Snapshot {
+            head: h.head.load(SeqCst),
+            tail: h.tail.load(SeqCst),
+            count: h.count.load(SeqCst),
+            maxsize: h.maxsize.load(SeqCst),
+            lock_word: h.mutex.word(),
+            values_seq: h.values.seq.load(SeqCst),
+            values_sleepers: h.values.sleepers.load(SeqCst),
+            room_seq: h.room.seq.load(SeqCst),
+            room_sleepers: h.room.sleepers.load(SeqCst),
         }
     }
 }
 
 impl Drop for Shared {
+    /// The last handle of this process is gone, so nothing here uses the mapping any more;
+    /// other processes keep their own mappings. If a thread of this process still held the
+    /// mutex, its robust list would point into the first page: that page would stay mapped.
     fn drop(&mut self) {
-        // SAFETY: the last handle of this process is gone, so nothing here uses the
-        // mapping any more; other processes keep their own mappings.
-        unsafe { libc::munmap(self.map.as_ptr().cast(), MAP_BYTES) };
+        let keep = if self.header().mutex.may_unmap() {
+            0
+        } else {
+            robust::page_size()
+        };
+        if keep < MAP_BYTES {
+            // SAFETY: the mapping is ours, page-aligned and MAP_BYTES long; nothing borrows
+            // from it any more; a kept first page is left alone.
+            unsafe { libc::munmap(self.map.as_ptr().add(keep).cast(), MAP_BYTES - keep) };
+        }
     }
 }
 
 /// The ring, locked. Each value is a 4-byte length and its bytes, wrapping at the end.
+/// Dropping it unlocks, then wakes the sleepers that a change it made concerns.
 struct Ring<'a> {
     shared: &'a Shared,
+    lock: Option<RobustGuard<'a>>,
+    wake_values: bool,
+    wake_room: bool,
 }
 
 impl Ring<'_> {
@@ -434,6 +584,7 @@ impl Ring<'_> {
         // Published only now: a writer killed before this line leaves no trace.
         h.tail.store(tail + needed, Relaxed);
         h.count.store(count + 1, Relaxed);
+        self.wake_values |= h.values.changed();
         true
     }
 
@@ -451,9 +602,9 @@ impl Ring<'_> {
         // Removed only now: a reader killed before this line leaves the value in place.
         h.head.store(head + 4 + value.len() as u64, Relaxed);
         h.count.store(h.count.load(Relaxed) - 1, Relaxed);
+        self.wake_room |= h.room.changed();
         true
     }
-
     /// Counts the values between head and tail again, after a process died mid-change.
     fn recount(&self) {
         let h = self.header();
@@ -504,40 +655,13 @@ impl Ring<'_> {
 
 impl Drop for Ring<'_> {
     fn drop(&mut self) {
-        // SAFETY: a Ring exists only while this thread holds the mutex.
-        unsafe { libc::pthread_mutex_unlock(self.shared.mutex()) };
-    }
-}
-
-/// Takes one wake-up token if there is one. Tokens can outnumber sleepers; a spare one
-/// only makes a later waiter look at the ring once more.
-fn take_token(eventfd: &EventFd) -> io::Result<()> {
-    match eventfd.read() {
-        Ok(_) | Err(Errno::EAGAIN) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Polls `fds` until one is ready (true) or `deadline` passes (false).
-fn wait(fds: &mut [PollFd], deadline: Option<Instant>) -> io::Result<bool> {
-    loop {
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                // Round up: poll counts whole milliseconds, and 0 would spin.
-                let ms = left.as_micros().div_ceil(1000);
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        match poll(fds, timeout) {
-            Ok(0) => {}
-            Ok(_) => return Ok(true),
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+        drop(self.lock.take()); // Unlocked first: the woken find the lock free.
+        let h = self.shared.header();
+        if self.wake_values {
+            h.values.wake_all();
+        }
+        if self.wake_room {
+            h.room.wake_all();
         }
     }
 }
@@ -621,6 +745,9 @@ impl From<nix::Error> for GetError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::robust::tests::{gettid, wait_until_asleep_in_futex};
+    use std::sync::atomic::AtomicI32;
+    use std::sync::mpsc;
 
     // Tests of the queue between processes are in tests/queue.rs; this one needs a private
     // method. Its child ends at once, so the ends it inherits close at once too.
@@ -629,7 +756,7 @@ mod tests {
         let q = Queue::<u32>::bounded(4).unwrap();
         q.put(1).unwrap();
         let die_holding_it = |shared: Arc<Shared>| {
-            std::mem::forget(shared.lock().unwrap());
+            std::mem::forget(shared.lock());
             // SAFETY: `_exit` ends the process at once; it is always sound to call.
             unsafe { libc::_exit(0) }
         };
@@ -696,7 +823,7 @@ mod tests {
         let q = Queue::<u32>::bounded(4).unwrap();
         q.put(1).unwrap();
         let shared = q.writer.shared.clone();
-        std::thread::spawn(move || std::mem::forget(shared.lock().unwrap()))
+        std::thread::spawn(move || std::mem::forget(shared.lock()))
             .join()
             .unwrap();
         // The robust mutex reports its owner's death to the next locker, who goes on.
@@ -704,11 +831,85 @@ mod tests {
         assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
     }
 
+    /// Long enough to mean "for ever" here: a test that waits this long has failed.
+    const FOR_EVER: Duration = Duration::from_secs(60);
+
+    /// Starts a thread that runs `op` and sends back what it returns; returns its thread id,
+    /// to watch it go to sleep, and where the result arrives. Not scoped: if the fix fails,
+    /// the thread sleeps for ever, and the test must still end (with a failure).
+    fn in_a_thread<R: Send + 'static>(
+        op: impl FnOnce() -> R + Send + 'static,
+    ) -> (&'static AtomicI32, mpsc::Receiver<R>) {
+        let tid: &'static AtomicI32 = Box::leak(Box::new(AtomicI32::new(0)));
+        let (done, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            tid.store(gettid(), SeqCst);
+            let _ = done.send(op());
+        });
+        (tid, result)
+    }
+
+    #[test]
+    fn a_reader_whose_wake_up_was_lost_still_gets_the_value() {
+        let q = Queue::<u32>::new().unwrap();
+        let reader = q.reader();
+        let (tid, got) = in_a_thread(move || reader.get().ok());
+        wait_until_asleep_in_futex(tid);
+        // A put whose writer is killed between unlocking and waking: the value is in, the
+        // sleepers' mark cleared, and no wake-up comes.
+        let mut ring = q.writer.shared.lock();
+        assert!(ring.push(b"7"));
+        assert!(ring.wake_values, "the reader marked that it sleeps");
+        ring.wake_values = false;
+        drop(ring);
+        assert_eq!(got.recv_timeout(FOR_EVER).unwrap(), Some(7));
+    }
+
+    #[test]
+    fn a_writer_whose_wake_up_was_lost_still_puts() {
+        let q = Queue::<u32>::bounded(1).unwrap();
+        q.put(1).unwrap();
+        let writer = q.writer();
+        let (tid, put) = in_a_thread(move || writer.put(2).is_ok());
+        wait_until_asleep_in_futex(tid);
+        // A get whose reader is killed between unlocking and waking.
+        let mut ring = q.reader.shared.lock();
+        assert!(ring.pop(&mut Vec::new()));
+        assert!(ring.wake_room, "the writer marked that it sleeps");
+        ring.wake_room = false;
+        drop(ring);
+        assert!(put.recv_timeout(FOR_EVER).unwrap());
+        assert_eq!(q.get().unwrap(), 2);
+    }
+
+    #[test]
+    fn dropping_the_last_writer_wakes_a_sleeping_reader() {
+        let q = Queue::<u32>::new().unwrap();
+        let (w, r) = (q.writer(), q.reader());
+        drop(q);
+        let (tid, got) = in_a_thread(move || r.get());
+        wait_until_asleep_in_futex(tid);
+        drop(w);
+        let got = got.recv_timeout(FOR_EVER).unwrap();
+        assert!(matches!(got, Err(GetError::Disconnected)), "{got:?}");
+    }
+
+    #[test]
+    fn a_drained_queue_without_writers_says_so_without_waiting() {
+        let q = Queue::<u32>::new().unwrap();
+        let r = q.reader();
+        q.put(1).unwrap();
+        drop(q);
+        assert_eq!(r.get_timeout(Duration::ZERO).unwrap(), 1);
+        let last = r.get_timeout(Duration::ZERO);
+        assert!(matches!(last, Err(GetError::Disconnected)), "{last:?}");
+    }
+
     #[test]
     fn recount_restores_the_count_of_values() {
         let q = Queue::<u32>::new().unwrap();
         (0..5).for_each(|i| q.put(i).unwrap());
-        let ring = q.writer.shared.lock().unwrap();
+        let ring = q.writer.shared.lock();
         ring.header().count.store(99, Relaxed); // As if a writer died mid-change.
         ring.recount();
         assert_eq!(ring.header().count.load(Relaxed), 5);

@@ -7,6 +7,8 @@ mod process;
 #[allow(dead_code)]
 #[path = "../src/queue.rs"]
 mod queue;
+#[path = "../src/robust.rs"]
+mod robust;
 
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
@@ -38,11 +40,15 @@ fn a_put_on_a_full_queue_waits_for_a_get_in_another_process() {
             w.put(100).unwrap();
             w.put(101).unwrap();
             let full = w.put_timeout(102, Duration::from_millis(50));
-            std::process::exit(if matches!(full, Err(PutError::Full)) {
+            let code = if matches!(full, Err(PutError::Full)) {
                 0
             } else {
                 3
-            });
+            };
+            // SAFETY: `_exit` ends the child at once. (`std::process::exit` would first run
+            // the standard library's clean-up, which takes a lock that a test thread starting
+            // or ending at the fork may have held, and wait for it for ever.)
+            unsafe { libc::_exit(code) }
         },
         q.writer(),
     );

@@ -3,6 +3,7 @@
 //! Run with: `cargo xtask help`
 
 mod bench;
+mod chaos;
 mod compare;
 mod demos;
 mod expect;
@@ -27,6 +28,9 @@ Tasks:
                        crate, demo-pool, or its short name, pool); compare --all: every section
   bench [--quick]      measure each primitive, ours against Python and the OS limit, in one
                        run; print the table, write target/bench/results.json and chart.svg
+  chaos [--quick]      kill processes with SIGKILL at random moments while they use the queue,
+                       the lock and the pool, over many runs; print what was lost, duplicated,
+                       corrupted or hung; exit 1 if anything was (--quick: about 30 s)
 
 --bless rewrites the expected-output.txt of each demo whose output does not match, from three
 runs: lines that still match keep their patterns, the others take the output's lines with pids
@@ -91,6 +95,8 @@ fn try_main() -> Result<ExitCode, String> {
         }
         ["bench"] => Ok(ok(bench::bench(false)?)),
         ["bench", "--quick"] => Ok(ok(bench::bench(true)?)),
+        ["chaos"] => Ok(ok(chaos::chaos(false)?)),
+        ["chaos", "--quick"] => Ok(ok(chaos::chaos(true)?)),
         ["help" | "--help" | "-h"] => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
