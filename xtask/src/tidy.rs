@@ -363,9 +363,12 @@ fn every_demo_stands_alone_when_copied_out() {
         let dir = out.join(&name);
         crate::copy_out::copy_dir(&root().join(&name), &dir).unwrap();
         std::fs::copy(root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+        // Only this machine's platform: a fresh machine's cache holds what a build here needs,
+        // not the dependencies of other targets (`cargo fetch` would get those).
         let metadata = demos::cargo()
             .current_dir(&dir)
             .args(["metadata", "--offline", "--format-version", "1"])
+            .args(["--filter-platform", &host()])
             .output()
             .unwrap();
         assert!(
@@ -386,4 +389,16 @@ fn every_demo_stands_alone_when_copied_out() {
         }
     }
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// The platform this machine builds for, as `rustc -vV` names it.
+fn host() -> String {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = std::process::Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let host = text.lines().find_map(|l| l.strip_prefix("host: "));
+    host.expect("rustc -vV names the host").to_string()
 }
