@@ -23,14 +23,6 @@
 //! Run with: `cargo run --release -p demo-lock --example chaos_lock -- --scenario
 //! holder-killed --seed 1`; `cargo xtask chaos` runs every scenario over many seeds.
 
-#[path = "../src/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "../src/process_lock.rs"]
-mod process_lock;
-#[path = "../src/robust.rs"]
-mod robust;
-#[path = "support/chaos.rs"]
 mod support;
 
 use std::io::{self, Read, Write};
@@ -39,8 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use process::Process;
-use process_lock::{Guard, Lock, ProcessMutex, TryAcquireError};
+use demo_lock::{Guard, Lock, Process, ProcessMutex, TryAcquireError};
 use support::{Board, Child, Kills, Options, Rng, StartMethod};
 
 const SCENARIOS: [&str; 4] = [
@@ -127,7 +118,7 @@ fn main() {
 
 /// Turns off the re-armed sleeps, in this process and every one it forks from now on.
 fn disable_rearm() {
-    robust::set_period(None);
+    demo_lock::set_period(None);
 }
 
 /// Starts a process with the run's start method.

@@ -8,9 +8,9 @@
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 
+use demo_lock::{Process, ProcessMutex};
+
 use crate::demo::say;
-use crate::process::Process;
-use crate::process_lock::ProcessMutex;
 use crate::workers::{TOTAL, WORKERS, join_all, start_workers};
 
 /// A counter and its last committed value, so that an update whose owner died half way

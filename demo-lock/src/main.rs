@@ -15,10 +15,7 @@
 
 mod demo;
 mod holder_dies;
-mod process;
-mod process_lock;
 mod race;
-mod robust;
 mod thread_lock;
 mod workers;
 
@@ -26,8 +23,7 @@ use std::io;
 use std::process::ExitCode;
 
 use demo::{Args, say};
-use process::Process;
-use process_lock::Lock;
+use demo_lock::{Lock, Process};
 
 const USAGE: &str = "\
 Usage: demo-lock [--no-lock] [--holder-dies] [--threads] [--help]
@@ -47,6 +43,11 @@ fn main() -> ExitCode {
         args.flag("--threads"),
     ];
     args.finish();
+    demo::exit_code(try_main(only))
+}
+
+/// Runs the parts asked for: the flags' parts alone, or every part when none is given.
+fn try_main(only: [bool; 3]) -> io::Result<()> {
     let all = only == [false; 3];
     let parts = [
         (all, note_lines as fn() -> io::Result<()>),
@@ -55,12 +56,9 @@ fn main() -> ExitCode {
         (all || only[2], thread_lock::run),
     ];
     for (_, part) in parts.into_iter().filter(|(on, _)| *on) {
-        if let Err(e) = part() {
-            eprintln!("demo-lock: {e}");
-            return ExitCode::FAILURE;
-        }
+        part()?;
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 fn note_lines() -> io::Result<()> {

@@ -339,13 +339,20 @@ fn read_status(mut socket: &UnixStream, pid: Pid) -> io::Result<i32> {
 /// exits with 1).
 pub fn forked(run: impl FnOnce() -> i32) -> io::Result<Started> {
     let parent = getpid();
-    // Anything buffered now would be printed twice, once by each process.
-    io::stdout().flush()?;
+    // The child has only this thread. Holding the stdout and stderr locks across the fork
+    // means no other thread holds them there, so the child can print; flushing means nothing
+    // buffered is printed twice, once by each process.
+    let mut stdout = io::stdout().lock();
+    stdout.flush()?;
+    let stderr = io::stderr().lock();
     // SAFETY: the child only sets its death signal, runs `run` and calls `_exit`. If this
     // program has other threads, a lock one of them held at the fork stays locked in the
     // child; `run` must not wait on such a lock (the spawn and forkserver methods exist for
-    // programs that cannot promise that).
-    match unsafe { fork() }? {
+    // programs that cannot promise that). stdout and stderr are held by this thread, and
+    // released in both processes.
+    let forked = unsafe { fork() };
+    drop((stdout, stderr));
+    match forked? {
         ForkResult::Parent { child } => Started::child(child.as_raw()),
         ForkResult::Child => {
             die_with_parent(parent);
@@ -417,58 +424,5 @@ fn pidfd_send_signal(pidfd: BorrowedFd, signal: Signal) -> io::Result<()> {
         0 => Ok(()),
         _ if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => Ok(()),
         _ => Err(io::Error::last_os_error()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // A forked child's output is lost inside the test harness, so these tests check exit
-    // codes and states, never printed lines. Every guarantee under every start method is
-    // checked in demo-process's tests/start_methods.rs.
-
-    #[test]
-    fn join_returns_exit_code_and_names_count_up() {
-        let mut p = Process::new(|code: i32| exit_now(code), 7);
-        let q = Process::new(|_: ()| {}, ());
-        let (a, b): (usize, usize) = (
-            p.name().trim_start_matches("Process-").parse().unwrap(),
-            q.name().trim_start_matches("Process-").parse().unwrap(),
-        );
-        assert!(b > a);
-        assert_eq!(p.exitcode(), None);
-        p.start().unwrap();
-        assert_ne!(p.pid(), Some(std::process::id() as i32));
-        assert_eq!(p.join().unwrap(), 7);
-        assert_eq!(p.exitcode(), Some(7));
-        assert!(!p.is_alive().unwrap());
-    }
-
-    #[test]
-    fn misuse_is_an_error_not_a_panic() {
-        let mut p = Process::new(|_: ()| {}, ());
-        assert!(p.join().is_err());
-        assert!(p.terminate().is_err());
-        p.start().unwrap();
-        assert!(p.start().is_err());
-        assert_eq!(p.join().unwrap(), 0);
-    }
-
-    #[test]
-    fn command_child_reports_the_program_exit_code() {
-        let mut sh = Command::new("sh");
-        sh.args(["-c", "exit 3"]);
-        let mut p = Process::command(sh);
-        p.start().unwrap();
-        assert_eq!(p.join().unwrap(), 3);
-    }
-
-    #[test]
-    fn start_methods_parse_by_python_name() {
-        for method in StartMethod::ALL {
-            assert_eq!(method.name().parse(), Ok(method));
-        }
-        assert!("Fork".parse::<StartMethod>().is_err());
     }
 }

@@ -125,9 +125,35 @@ impl<T> Drop for Mapping<T> {
 
 /// A value in memory shared by processes, for atomics: `Shared::new(AtomicU64::new(0))`.
 /// Python's `multiprocessing.Value(..., lock=False)`.
+///
+/// # Example
+///
+/// A counter that a child adds to and its parent reads: the child's write lands in the one
+/// copy both processes map.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// use demo_lock::{Process, Shared};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let counter = Shared::new(AtomicU64::new(0))?;
+/// let mut p = Process::new(
+///     |c: Shared<AtomicU64>| {
+///         c.fetch_add(5, Ordering::Relaxed);
+///     },
+///     counter.clone(),
+/// );
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(counter.load(Ordering::Relaxed), 5);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Shared<T: Plain + Sync>(Arc<Mapping<T>>);
 
 impl<T: Plain + Sync> Shared<T> {
+    /// `value` in a new shared mapping; a clone is another handle to the same memory.
     pub fn new(value: T) -> io::Result<Shared<T>> {
         Ok(Shared(Arc::new(Mapping::new(value, |_| false)?)))
     }
@@ -147,9 +173,82 @@ impl<T: Plain + Sync> Deref for Shared<T> {
 }
 
 /// Python's `multiprocessing.Lock()`: a process mutex that guards nothing but itself.
+///
+/// # Example
+///
+/// The note's `l = mp.Lock(); l.acquire(); l.release()`, and a child that finds it taken:
+///
+/// ```
+/// use demo_lock::{Lock, Process, exit_now};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let l = Lock::new(())?;
+/// let guard = l.acquire().unwrap(); // Err would say a holder died: none has.
+/// let mut p = Process::new(
+///     |l: Lock| exit_now(if l.try_acquire().is_err() { 0 } else { 1 }),
+///     l.clone(),
+/// );
+/// p.start()?;
+/// assert_eq!(p.join()?, 0, "the child found the lock taken");
+/// drop(guard); // l.release()
+/// assert!(l.try_acquire().is_ok());
+/// # Ok(())
+/// # }
+/// ```
 pub type Lock = ProcessMutex<()>;
 
 /// A mutex shared by processes that owns the `T` it guards, as `std::sync::Mutex<T>` does.
+///
+/// # Example
+///
+/// Four processes add to a counter under the lock; then a holder is killed in the middle of
+/// an update, and the next acquirer is told (`Err(OwnerDied)`) and repairs the data.
+///
+/// ```
+/// use demo_lock::{Process, ProcessMutex};
+///
+/// # fn main() -> std::io::Result<()> {
+/// let counter = ProcessMutex::new(0u64)?;
+/// let mut workers: Vec<Process> = (0..4)
+///     .map(|_| {
+///         Process::new(
+///             |c: ProcessMutex<u64>| (0..1000).for_each(|_| *c.acquire().unwrap() += 1),
+///             counter.clone(),
+///         )
+///     })
+///     .collect();
+/// workers.iter_mut().try_for_each(Process::start)?;
+/// for p in &mut workers {
+///     assert_eq!(p.join()?, 0);
+/// }
+/// assert_eq!(*counter.acquire().unwrap(), 4000);
+///
+/// let (mut held, tell) = std::os::unix::net::UnixStream::pair()?;
+/// let mut holder = Process::new(
+///     |(c, mut tell): (ProcessMutex<u64>, std::os::unix::net::UnixStream)| {
+///         let mut guard = c.acquire().unwrap();
+///         *guard += 1; // Half an update.
+///         std::io::Write::write_all(&mut tell, b"!").unwrap();
+///         loop {
+///             std::thread::park(); // Until SIGKILL.
+///         }
+///     },
+///     (counter.clone(), tell),
+/// );
+/// holder.start()?;
+/// std::io::Read::read_exact(&mut held, &mut [0])?;
+/// holder.kill()?;
+/// assert_eq!(holder.join()?, -9);
+/// // Holds the lock, and says its owner died.
+/// let Err(died) = counter.acquire() else {
+///     panic!("the next acquirer is told")
+/// };
+/// let mut guard = died.into_guard();
+/// assert_eq!(*guard, 4001);
+/// *guard = 4000; // The repair.
+/// # Ok(())
+/// # }
+/// ```
 pub struct ProcessMutex<T: Plain> {
     /// Where the mapping is, kept beside it so that locking follows one pointer, not two.
     inner: NonNull<Inner<T>>,
@@ -237,7 +336,6 @@ impl<T: Plain> ProcessMutex<T> {
     /// The mutex's futex word as the kernel sees it, for diagnosing a stuck lock: the owner's
     /// thread id in the low 30 bits (0: free), bit 30 set when the owner died, bit 31 when
     /// waiters may sleep.
-    #[allow(dead_code)] // For examples/chaos_lock.rs, which watches the lock from outside.
     pub fn lock_word(&self) -> u32 {
         self.inner().mutex.word()
     }

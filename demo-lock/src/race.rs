@@ -6,8 +6,9 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use demo_lock::{ProcessMutex, Shared};
+
 use crate::demo::say;
-use crate::process_lock::{ProcessMutex, Shared};
 use crate::workers::{N, TOTAL, WORKERS, join_all, start_workers};
 
 pub fn run() -> io::Result<()> {

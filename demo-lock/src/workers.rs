@@ -4,8 +4,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::process::Process;
-use crate::process_lock::Shared;
+use demo_lock::{Process, Shared};
 
 pub const WORKERS: usize = 4;
 pub const N: u64 = 10_000;

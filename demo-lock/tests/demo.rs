@@ -1,19 +1,24 @@
 //! Runs the demo-lock binary and checks its output from outside: the exact totals, which
-//! process printed what, and the command-line conventions.
+//! process printed what, and each flag's part alone.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// A running demo, killed (with its process group's children dying by their death signal)
-/// if the test ends before it does.
-struct Demo(Child);
+use support::{line, pid_of as pid};
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+mod support;
+
+/// Runs the demo with `args`, at a small time scale; it must end by a status, not a signal.
+fn run(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_demo-lock"));
+    command
+        .args(args)
+        .env("DEMO_TIME_SCALE", "0.05")
+        .env("RUST_BACKTRACE", "0");
+    let out = support::run(&mut command);
+    Output {
+        code: out.status.code().expect("demo-lock ended by a signal"),
+        stdout: out.stdout,
+        stderr: out.stderr,
     }
 }
 
@@ -23,96 +28,14 @@ struct Output {
     stderr: String,
 }
 
-/// Runs the demo with `args`, at a small time scale, for at most 60 s.
-fn run(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_demo-lock"))
-        .args(args)
-        .env("DEMO_TIME_SCALE", "0.05")
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start demo-lock");
-    let mut demo = Demo(child);
-    let read = |mut pipe: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut text = String::new();
-            pipe.read_to_string(&mut text).map(|_| text)
-        })
-    };
-    let stdout = read(Box::new(demo.0.stdout.take().unwrap()));
-    let stderr = read(Box::new(demo.0.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = demo.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "demo-lock {args:?} did not end within 60 s"
-        );
-        thread::sleep(Duration::from_millis(10)); // A poll interval, not a synchronisation.
-    };
-    Output {
-        code: status.code().expect("demo-lock ended by a signal"),
-        stdout: stdout.join().unwrap().unwrap(),
-        stderr: stderr.join().unwrap().unwrap(),
-    }
-}
-
-/// The pid a line starts with: `[pid 4242] …` or `[pid 4242 thread-1] …`.
-fn pid(line: &str) -> u32 {
-    let rest = line
-        .strip_prefix("[pid ")
-        .expect("a line starts with who printed it");
-    let end = rest.find([' ', ']']).unwrap();
-    rest[..end].parse().unwrap()
-}
-
-/// The only line containing `text`.
-fn line<'a>(stdout: &'a str, text: &str) -> &'a str {
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(text)).collect();
-    assert_eq!(lines.len(), 1, "one line with {text:?} in:\n{stdout}");
-    lines[0]
-}
-
-/// Whether `line` matches `pattern`, where `[..]` stands for any text.
-fn matches(pattern: &str, line: &str) -> bool {
-    let mut parts = pattern.split("[..]");
-    let first = parts.next().unwrap();
-    let Some(mut rest) = line.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    for (i, part) in parts.iter().enumerate() {
-        if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        }
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.is_empty()
-}
-
+/// The output as a whole is checked against expected-output.txt in `conventions.rs`; here,
+/// who printed what.
 #[test]
-fn the_whole_demo_prints_its_expected_output() {
+fn the_parent_and_its_children_print_their_own_lines() {
     let out = run(&[]);
     assert_eq!(out.code, 0, "stderr:\n{}", out.stderr);
-    let expected = include_str!("../expected-output.txt");
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    let patterns: Vec<&str> = expected.lines().collect();
-    assert_eq!(lines.len(), patterns.len(), "stdout:\n{}", out.stdout);
-    for (pattern, line) in patterns.iter().zip(&lines) {
-        assert!(
-            matches(pattern, line),
-            "{line:?} does not match {pattern:?}"
-        );
-    }
     // Every line of the main process comes from one pid; the lines of children from others.
-    let main = pid(lines[0]);
+    let main = pid(&out.stdout);
     assert_ne!(pid(line(&out.stdout, "acquire(False) returns")), main);
     assert_eq!(pid(line(&out.stdout, "Python would hang here")), main);
 }

@@ -20,15 +20,14 @@
 //! Run with: `cargo run -p demo-pipe`
 
 mod demo;
-mod process;
 
 use std::io;
 use std::process::ExitCode;
 
 use demo::{Args, say};
+use demo_pipe::Process;
 use demo_pipe::pipe::{self, Connection, pipe, pipe_duplex};
 use demo_pipe::value::Value;
-use process::Process;
 
 const USAGE: &str = "\
 Usage: demo-pipe [--help]
@@ -59,13 +58,7 @@ fn ask(mut conn: Connection) {
 
 fn main() -> ExitCode {
     Args::parse(USAGE).finish();
-    match try_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo-pipe: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    demo::exit_code(try_main())
 }
 
 fn try_main() -> io::Result<()> {

@@ -6,12 +6,25 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A Python value of the kinds the note's list holds.
+///
+/// ```
+/// use demo_pipe::value::Value;
+///
+/// let hello = Value::List(vec![42.into(), Value::None, "hello".into()]);
+/// assert_eq!(hello.to_string(), "[42, None, 'hello']");
+/// ```
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum Value {
+    /// Python's `None`.
     None,
+    /// `True` or `False`.
     Bool(bool),
+    /// An `int` (here at most 64 bits).
     Int(i64),
+    /// A `str`.
     Str(String),
+    /// A `list`, whose items may be of different kinds.
     List(Vec<Value>),
 }
 

@@ -1,21 +1,19 @@
 //! Runs the demo binary and checks the conventions of `src/demo.rs` from outside: bad input
 //! is one line on stderr and exit code 2, a closed stdout ends the demo quietly and leaves no
-//! process, and a panic is one line whatever `RUST_BACKTRACE` says.
+//! process, a panic is one line whatever `RUST_BACKTRACE` says, and the output is what
+//! `expected-output.txt` says.
 //!
 //! This file is the same in every demo crate, as `src/demo.rs` is; a test in the xtask checks
 //! that the copies stay identical.
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use support::{Running, run};
+
+mod support;
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 const BIN: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
@@ -23,102 +21,12 @@ const BIN: &str = env!(concat!("CARGO_BIN_EXE_", env!("CARGO_PKG_NAME")));
 /// The demos that panic on purpose, to show where a panic ends up.
 const PANICS_ON_PURPOSE: &[&str] = &["demo-lock", "demo-pool", "demo-process", "demo-thread"];
 
-/// No run of a demo here takes long; a demo still running after this is hung.
-const LIMIT: Duration = Duration::from_secs(120);
-
 fn demo(scale: &str) -> Command {
     let mut command = Command::new(BIN);
     command
         .env("DEMO_TIME_SCALE", scale)
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .env("RUST_BACKTRACE", "0");
     command
-}
-
-/// A demo started in a process group of its own. Dropping it kills the whole group, so that
-/// nothing is left even when a test fails.
-struct Running {
-    child: Child,
-    status: Option<ExitStatus>,
-}
-
-impl Running {
-    fn start(command: &mut Command) -> Running {
-        Running {
-            child: command.spawn().unwrap(),
-            status: None,
-        }
-    }
-
-    /// Waits for the demo to end, at most `LIMIT`: a demo that never ends fails the test.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                self.status = Some(status);
-                return status;
-            }
-            assert!(Instant::now() < deadline, "{NAME} did not end in {LIMIT:?}");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Whether a process of the demo's group is still there once the demo has ended: its
-    /// children die with it, but may take a moment to be reaped.
-    fn left_behind(&self) -> bool {
-        let group = Pid::from_raw(self.child.id() as i32);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while killpg(group, None).is_ok() {
-            if Instant::now() > deadline {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        false
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
-        if self.status.is_none() {
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Reads a pipe to its end on a thread of its own, so that neither pipe can fill and block.
-fn read_all(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(pipe).read_to_string(&mut text);
-        let _ = tx.send(text);
-    });
-    rx
-}
-
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the demo to its end.
-fn run(command: &mut Command) -> Output {
-    let mut demo = Running::start(command);
-    let stdout = read_all(demo.child.stdout.take().unwrap());
-    let stderr = read_all(demo.child.stderr.take().unwrap());
-    let status = demo.wait();
-    drop(demo); // Whatever the demo left behind holds no pipe open now.
-    Output {
-        status,
-        stdout: stdout.recv().unwrap(),
-        stderr: stderr.recv().unwrap(),
-    }
 }
 
 /// Bad input: nothing on stdout, one line on stderr that names the demo, exit code 2.
@@ -183,17 +91,15 @@ fn a_time_scale_out_of_its_range_is_refused() {
 #[test]
 fn a_closed_stdout_ends_the_demo_quietly_and_leaves_no_process() {
     // The reader takes one line and goes away, as `demo | head -1` does.
-    let mut demo = Running::start(&mut demo("0.2"));
-    let stderr = read_all(demo.child.stderr.take().unwrap());
-    let mut stdout = BufReader::new(demo.child.stdout.take().unwrap());
+    let (mut demo, stdout) = Running::start_with_stdout(&mut demo("0.2"));
+    let mut stdout = BufReader::new(stdout);
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     assert!(first.starts_with("[pid "), "{first}");
     drop(stdout);
     let status = demo.wait();
     assert!(!demo.left_behind(), "processes were left running");
-    drop(demo);
-    let stderr = stderr.recv().unwrap();
+    let stderr = demo.finish().stderr;
     assert_eq!(stderr, "", "stderr is not quiet");
     assert!(status.success(), "{status}");
 }
@@ -218,4 +124,13 @@ fn a_panic_is_one_line_whatever_rust_backtrace_says() {
             );
         }
     }
+}
+
+/// What `cargo xtask run-all` checks, here too, so that a crate copied out alone still
+/// checks it: the demo ends by itself and prints what `expected-output.txt` says.
+#[test]
+fn the_output_matches_expected_output_txt() {
+    let out = run(&mut demo("0.05"));
+    assert!(out.status.success(), "{}: {}", out.status, out.stderr);
+    support::assert_expected_output(&out.stdout);
 }

@@ -12,9 +12,6 @@
 //! Run with: `cargo run --release -p demo-pool --example chaos_pool -- --scenario
 //! apply-async-killed --seed 1`; `cargo xtask chaos` runs every scenario over many seeds.
 
-#[path = "../src/pool.rs"]
-mod pool;
-#[path = "support/chaos.rs"]
 mod support;
 
 use std::sync::OnceLock;
@@ -22,10 +19,9 @@ use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use demo_pool::{Error, Pool};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-use pool::{Error, Pool};
 use support::{Board, Options, Rng, SharedArray, Tally};
 
 const SCENARIOS: [&str; 2] = ["apply-async-killed", "map-killed"];

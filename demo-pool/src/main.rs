@@ -26,7 +26,6 @@
 //! which task, and when). `src/tour.rs` then tours the rest of the pool.
 
 mod demo;
-mod pool;
 mod timeline;
 mod tour;
 
@@ -39,7 +38,7 @@ use std::time::Instant;
 use rand::seq::IndexedRandom;
 
 use demo::{Args, say};
-use pool::{AsyncResult, Pool};
+use demo_pool::{AsyncResult, Pool};
 
 const USAGE: &str = "\
 Usage: demo-pool [--help] [--timeline FILE]

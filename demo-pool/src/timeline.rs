@@ -2,7 +2,10 @@
 //! lane per worker (a thread or a process) and one labelled bar per task, over a time axis.
 //!
 //! This file only draws. What it draws comes from the pool, which knows which worker ran each
-//! task and when. It is the same file in every demo that draws a timeline, and uses only std.
+//! task and when. It uses only std, and belongs to the demo binary.
+//!
+//! This file is the same in demo-pool and demo-threadpool, so that each crate can be copied
+//! out alone; a test in the xtask checks that the copies stay identical.
 
 use std::time::Instant;
 

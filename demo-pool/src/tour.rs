@@ -9,8 +9,9 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use demo_pool::Pool;
+
 use crate::demo::{self, say};
-use crate::pool::{self, Pool};
 
 fn square(x: u64) -> u64 {
     x * x
@@ -46,7 +47,9 @@ pub fn run() -> Result<Vec<String>, Box<dyn Error>> {
     let mut pool = Pool::new(2)?;
     say!("map(square, range(10)) = {:?}", pool.map(square, 0..10)?);
     match pool.apply_async(crash, ())?.get() {
-        Err(pool::Error::Panicked(message)) => say!("apply_async(crash).get() failed: {message}"),
+        Err(demo_pool::Error::Panicked(message)) => {
+            say!("apply_async(crash).get() failed: {message}")
+        }
         other => failed.push(format!("crash should have panicked, got {other:?}")),
     }
     let seven = pool.apply(square, 7)?;
@@ -70,7 +73,7 @@ pub fn run() -> Result<Vec<String>, Box<dyn Error>> {
     say!("kill -9 {pid}, the worker running that task");
     kill(Pid::from_raw(pid), Signal::SIGKILL)?;
     match victim.get() {
-        Err(e @ pool::Error::WorkerDied { .. }) => say!("get() of the killed task: {e}"),
+        Err(e @ demo_pool::Error::WorkerDied { .. }) => say!("get() of the killed task: {e}"),
         other => failed.push(format!("the killed task should have failed, got {other:?}")),
     }
     // The pool replaces a dead worker before it lets anyone see the task's error.

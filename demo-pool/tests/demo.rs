@@ -4,16 +4,15 @@
 //! left behind when the parent is killed.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use support::{Output, Running, line, parent_of, run};
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_demo-pool");
 
@@ -25,73 +24,20 @@ fn demo(scale: &str) -> Command {
     command
 }
 
-/// A running demo, killed and reaped when dropped, even when the test fails.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs the demo to its end, at most 60 s.
-fn run(command: &mut Command) -> Output {
-    let mut guard = Guard(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let (stdout, stderr) = (
-        guard.0.stdout.take().unwrap(),
-        guard.0.stderr.take().unwrap(),
-    );
-    let (done_tx, done) = mpsc::channel();
-    std::thread::spawn(move || {
-        let read = |mut from: Box<dyn std::io::Read + Send>| {
-            let mut all = Vec::new();
-            from.read_to_end(&mut all).unwrap();
-            all
-        };
-        let err = std::thread::spawn(move || read(Box::new(stderr)));
-        let out = read(Box::new(stdout));
-        let _ = done_tx.send((out, err.join().unwrap()));
-    });
-    let (stdout, stderr) = done
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo did not end within 60 s");
-    let status = guard.0.wait().unwrap();
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
 /// The pid a line starts with: `[pid 4242] …`.
 fn pid_of(line: &str) -> i32 {
-    line[5..line.find(']').unwrap()].parse().unwrap()
+    support::pid_of(line) as i32
 }
 
 /// The demo's stdout at a small time scale, after checking that it succeeded.
 fn stdout_of(command: &mut Command) -> String {
-    let output = run(command);
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = run(command);
+    assert!(status.success(), "{stdout}\n{stderr}");
     stdout
-}
-
-/// The only line of `stdout` that contains `text`.
-fn line<'a>(stdout: &'a str, text: &str) -> &'a str {
-    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains(text)).collect();
-    assert_eq!(lines.len(), 1, "one line with {text:?} in:\n{stdout}");
-    lines[0]
 }
 
 /// Which worker ran each of the note's ten tasks, from the lines up to `parent ends`.
@@ -231,22 +177,18 @@ fn an_unwritable_timeline_is_one_line_and_exit_code_2() {
     let output = run(demo("0.05").args(["--timeline", "/no-such-dir/pool.svg"]));
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(output.stdout.is_empty());
-    assert_eq!(String::from_utf8(output.stderr).unwrap().lines().count(), 1);
+    assert_eq!(output.stderr.lines().count(), 1);
 }
 
 #[test]
 fn help_and_bad_input() {
     let help = run(demo("1").arg("--help"));
     assert!(help.status.success());
-    assert!(
-        String::from_utf8(help.stdout)
-            .unwrap()
-            .starts_with("Usage: demo-pool")
-    );
+    assert!(help.stdout.starts_with("Usage: demo-pool"));
     for command in [demo("1").arg("--frobnicate"), &mut demo("0")] {
         let output = run(command);
         assert_eq!(output.status.code(), Some(2));
-        assert_eq!(String::from_utf8(output.stderr).unwrap().lines().count(), 1);
+        assert_eq!(output.stderr.lines().count(), 1);
         assert!(output.stdout.is_empty());
     }
 }
@@ -255,53 +197,28 @@ fn help_and_bad_input() {
 /// `signal`; then every worker must end, by the parent-death signal if not by `signal`.
 fn no_worker_outlives(signal: Signal, whole_group: bool) {
     // The tasks sleep 100 to 400 s: a worker the signal does not end outlives the 10 s wait.
-    let mut command = demo("100");
-    command
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut guard = Guard(command.spawn().unwrap());
-    let parent = guard.0.id() as i32;
-    let (lines_tx, lines) = mpsc::channel();
-    let stdout = BufReader::new(guard.0.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .try_for_each(|l| lines_tx.send(l))
-    });
-
+    let mut demo = Running::start(&mut demo("100"));
+    let parent = demo.pid() as i32;
     let mut workers = HashSet::new();
     while workers.len() < 4 {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("four tasks did not start");
-        if line.ends_with("starts") && line.contains("task") {
-            workers.insert(line[5..line.find(']').unwrap()].parse::<i32>().unwrap());
+        let line = demo.line().expect("four tasks did not start");
+        if line.trim_end().ends_with("starts") && line.contains("task") {
+            workers.insert(pid_of(&line));
         }
     }
     // A pidfd names the process itself, so a recycled pid cannot fool the check below.
     let pidfds: Vec<OwnedFd> = workers.iter().map(|&pid| pidfd_open(pid)).collect();
     for &pid in &workers {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let ppid: i32 = stat
-            .rsplit(") ")
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let ppid = parent_of(pid as u32) as i32;
         assert_eq!(ppid, parent, "worker {pid} is not the demo's child");
     }
 
     if whole_group {
-        killpg(Pid::from_raw(parent), signal).unwrap();
+        demo.signal_group(signal);
     } else {
         kill(Pid::from_raw(parent), signal).unwrap();
     }
-    let status = guard.0.wait().unwrap();
+    let status = demo.wait();
     assert!(!status.success());
     for (pid, pidfd) in workers.iter().zip(&pidfds) {
         let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];

@@ -72,10 +72,11 @@ def main():
     p.join()
     say(f"terminate(): {p.name} exitcode {p.exitcode} (minus SIGTERM)")
 
-    p = mp.Process(target=crash, args=((),))
-    p.start()
-    p.join()
-    say(f"{p.name} panicked: exitcode {p.exitcode}, its message is on stderr")
+    for method in ("fork", "spawn", "forkserver"):
+        p = mp.get_context(method).Process(target=crash, args=((),))
+        p.start()
+        p.join()
+        say(f"{p.name} panicked: exitcode {p.exitcode}, its message is on stderr")
 
 
 if __name__ == "__main__":

@@ -20,15 +20,14 @@ use std::io;
 use std::process::ExitCode;
 
 use demo::{Args, say};
-use demo_process::process::{Process, StartMethod};
-use demo_process::spawn::{get_context, run_if_spawned};
+use demo_process::{Process, StartMethod, get_context, run_if_spawned};
 
 const USAGE: &str = "\
 Usage: demo-process [--help]
 
 Runs the note's f('john') in a child process started by each start method (fork, spawn,
-forkserver), then tours join_timeout, terminate and a child that panics. Every line starts
-with the pid that printed it.
+forkserver), then tours join_timeout, terminate, and a child that panics under each method.
+Every line starts with the pid that printed it.
 
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
@@ -47,6 +46,8 @@ fn crash(_: ()) {
 }
 
 fn main() -> ExitCode {
+    // First, so that a spawned child's panic is one line too: it never reaches Args::parse.
+    demo::one_line_panics();
     // Python's `if __name__ == "__main__":`. A spawned child is this program run again: here
     // it runs the target it was sent, instead of the rest of main.
     run_if_spawned();
@@ -84,13 +85,15 @@ fn try_main() -> io::Result<()> {
     let code = p.join()?;
     say!("terminate(): {} exitcode {code} (minus SIGTERM)", p.name());
 
-    let mut p = Process::new(crash, ());
-    p.start()?;
-    let code = p.join()?;
-    say!(
-        "{} panicked: exitcode {code}, its message is on stderr",
-        p.name()
-    );
+    for method in StartMethod::ALL {
+        let mut p = get_context(method).process(crash, ());
+        p.start()?;
+        let code = p.join()?;
+        say!(
+            "{} panicked: exitcode {code}, its message is on stderr",
+            p.name()
+        );
+    }
     Ok(())
 }
 

@@ -144,6 +144,8 @@ pub fn run_if_spawned() {
     }
     let socket = inherited_socket(args).unwrap_or_else(|why| {
         eprintln!("{NAME}: {FLAG} is only for a child that this program starts itself ({why})");
+        // `exit`, not `_exit`: this is a fresh image at the start of `main`, not a fork, so no
+        // other thread exists whose lock `exit` could find held.
         std::process::exit(2)
     });
     let code = run_child(socket);

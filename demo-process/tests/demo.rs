@@ -1,78 +1,32 @@
 //! Runs the demo binary and checks what only the outside can see: which pids printed what,
 //! bad input, and that no child outlives a killed parent.
 
-use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{descendants, ended};
+use support::{Running, assert_all_end, descendants, pid_of, run};
 
 mod support;
 
+const BIN: &str = env!("CARGO_BIN_EXE_demo-process");
+
 fn demo() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_demo-process"));
+    let mut command = Command::new(BIN);
     command
         .env("RUST_BACKTRACE", "0")
-        .env("DEMO_TIME_SCALE", "0.05")
-        .stdin(Stdio::null());
+        .env("DEMO_TIME_SCALE", "0.05");
     command
-}
-
-fn run(command: &mut Command) -> Output {
-    let mut child = Guard(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // `wait_with_output` needs the child by value; the guard's kill covers a panic before it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not end within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let stdout = std::io::read_to_string(child.0.stdout.take().unwrap()).unwrap();
-    let stderr = std::io::read_to_string(child.0.stderr.take().unwrap()).unwrap();
-    Output {
-        status: child.0.wait().unwrap(),
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-    }
-}
-
-/// Kills the demo if a test fails before it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pid_of(line: &str) -> u32 {
-    line.strip_prefix("[pid ")
-        .unwrap()
-        .split(']')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]
 fn hello_john_comes_from_a_child_under_each_start_method() {
     let out = run(&mut demo());
     assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = out.stdout;
     let lines: Vec<&str> = stdout.lines().collect();
     let parent = pid_of(lines[0]);
     let hellos: Vec<u32> = lines
@@ -87,12 +41,42 @@ fn hello_john_comes_from_a_child_under_each_start_method() {
     for pid in hellos {
         assert!(stdout.contains(&format!("with pid {pid}\n")), "{stdout}");
     }
-    // The panicking child's message reaches stderr.
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("a target that panics")
-    );
+}
+
+/// A spawned child never reaches `Args::parse`, where the demos install their one-line panic
+/// hook, and a forkserver child is forked from a spawned server: `main` installs the hook
+/// before `run_if_spawned`, so that a panic under every method is one line, from the child,
+/// even with `RUST_BACKTRACE=1`.
+#[test]
+fn a_childs_panic_is_one_line_under_each_start_method() {
+    let out = run(demo().env("RUST_BACKTRACE", "1"));
+    assert!(out.status.success(), "{out:?}");
+    let parent = pid_of(&out.stdout);
+    let panicked: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" panicked: exitcode 1"))
+        .collect();
+    let names = ["ForkProcess-", "SpawnProcess-", "ForkServerProcess-"];
+    assert_eq!(panicked.len(), 3, "{}", out.stdout);
+    for (line, name) in panicked.iter().zip(names) {
+        assert!(line.contains(&format!("] {name}")), "{line}");
+    }
+    let stderr: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(stderr.len(), 3, "one line per panic:\n{}", out.stderr);
+    let mut pids = Vec::new();
+    for line in stderr {
+        assert!(
+            line.contains("] panicked at ")
+                && line.contains("src/main.rs:")
+                && line.ends_with(": a target that panics"),
+            "{line}"
+        );
+        pids.push(pid_of(line));
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "three children panicked: {pids:?}");
+    assert!(!pids.contains(&parent));
 }
 
 #[test]
@@ -105,11 +89,11 @@ fn bad_input_is_one_line_and_exit_code_2() {
     ] {
         let out = run(demo().env("DEMO_TIME_SCALE", env).args(arg));
         assert_eq!(out.status.code(), Some(2), "{env} {arg:?}");
-        assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
+        assert_eq!(out.stderr.lines().count(), 1);
         assert!(out.stdout.is_empty());
     }
     // A spawned child's flag, typed by hand: refused before anything runs.
-    let file = std::fs::File::open(env!("CARGO_BIN_EXE_demo-process")).unwrap();
+    let file = std::fs::File::open(BIN).unwrap();
     for (args, why) in [
         (vec![], "one argument"),
         (vec!["x"], "not a descriptor"),
@@ -121,7 +105,7 @@ fn bad_input_is_one_line_and_exit_code_2() {
         command.arg("--multiprocessing-fork").args(&args);
         let out = run(&mut command);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8(out.stderr).unwrap();
+        let stderr = out.stderr;
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(why), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty());
@@ -146,8 +130,7 @@ fn bad_input_is_one_line_and_exit_code_2() {
     }
     let out = run(&mut command);
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("not a Unix socket"), "{stderr}");
+    assert!(out.stderr.contains("not a Unix socket"), "{}", out.stderr);
     // A socket whose peer is not the child's parent (the shell in between is).
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let raw = theirs.as_raw_fd();
@@ -157,8 +140,7 @@ fn bad_input_is_one_line_and_exit_code_2() {
             "-c",
             &format!("\"$0\" --multiprocessing-fork {raw}; exit $?"),
         ])
-        .arg(env!("CARGO_BIN_EXE_demo-process"))
-        .stdin(Stdio::null());
+        .arg(BIN);
     // SAFETY: fcntl in the forked child, before exec, is async-signal-safe.
     unsafe {
         command.pre_exec(move || match libc::fcntl(raw, libc::F_SETFD, 0) {
@@ -169,29 +151,25 @@ fn bad_input_is_one_line_and_exit_code_2() {
     let out = run(&mut command);
     drop((ours, theirs));
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("not this process's parent"), "{stderr}");
+    assert!(
+        out.stderr.contains("not this process's parent"),
+        "{}",
+        out.stderr
+    );
 
     let help = run(demo().arg("--help"));
     assert!(help.status.success());
-    assert!(
-        String::from_utf8(help.stdout)
-            .unwrap()
-            .starts_with("Usage: demo-process")
-    );
+    assert!(help.stdout.starts_with("Usage: demo-process"));
 }
 
 fn no_child_outlives_a_parent_killed_by(signal: Signal) {
     // Scaled up, the demo's long-sleeping child (Process-4) stays up until we act.
-    let mut command = demo();
-    command.env("DEMO_TIME_SCALE", "100").stdout(Stdio::piped());
-    let mut parent = Guard(command.spawn().unwrap());
-    let pid = parent.0.id();
-    let mut lines = BufReader::new(parent.0.stdout.take().unwrap()).lines();
+    let mut parent = Running::start(demo().env("DEMO_TIME_SCALE", "100"));
+    let pid = parent.pid();
     // After the three methods, the demo has two children: the forkserver, which stays until
     // the demo ends, and the sleeper.
-    for line in lines.by_ref() {
-        if line.unwrap().contains("joined ForkServerProcess-3") {
+    while let Some(line) = parent.line() {
+        if line.contains("joined ForkServerProcess-3") {
             break;
         }
     }
@@ -205,18 +183,9 @@ fn no_child_outlives_a_parent_killed_by(signal: Signal) {
         std::thread::sleep(Duration::from_millis(5));
     };
     kill(Pid::from_raw(pid as i32), signal).unwrap();
-    parent.0.wait().unwrap();
+    parent.wait();
     // The kernel delivers the death signal as the parent exits; a child needs a moment to go.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for child in left {
-        while !ended(child) {
-            assert!(
-                Instant::now() < deadline,
-                "process {child} outlived its parent"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+    assert_all_end(&left);
 }
 
 #[test]

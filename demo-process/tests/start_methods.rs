@@ -9,30 +9,29 @@
 //! under each method, catching panics, and ends with libtest's summary line. Scenarios that
 //! need a parent to kill run this binary again as that parent (`--as-parent`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
 
-use demo_process::fds;
-use demo_process::process::{Process, StartMethod};
-use demo_process::spawn::{get_context, run_if_spawned};
+use demo_process::{Process, StartMethod, exit_now, fds, get_context, run_if_spawned};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::{Pid, pipe};
 use serde::{Deserialize, Serialize};
-use support::{descendants, ended, parent_of};
+use support::{Running, assert_all_end, descendants, ended, parent_of, run};
 
 mod support;
 
 /// Long enough for any start on a loaded machine; only reached if something is broken.
 const BOUND: Duration = Duration::from_secs(60);
 
+/// Ends the child with `_exit`: a forked child must not run `exit`, which takes locks that
+/// another thread of the parent may have held at the fork (see `exit_now`).
 fn exit_with(code: i32) {
-    std::process::exit(code);
+    exit_now(code);
 }
 
 fn panics(_: ()) {
@@ -69,7 +68,7 @@ struct Big {
 
 fn checks_big(args: Big) {
     let sum: u64 = args.data.bytes().map(u64::from).sum();
-    std::process::exit(if sum == args.sum { 0 } else { 3 });
+    exit_now(if sum == args.sum { 0 } else { 3 });
 }
 
 /// A shape postcard cannot decode (untagged: the type does not say which variant).
@@ -186,37 +185,25 @@ fn arguments_of_several_mib_arrive_whole(method: StartMethod) {
 }
 
 fn a_panicking_target_exits_1_with_its_message_on_stderr(method: StartMethod) {
-    let out = as_parent("panic", method)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Guard)
-        .unwrap()
-        .output_within(BOUND);
-    assert_eq!(out.0, Some(0), "{out:?}");
-    assert!(out.1.contains("exitcode 1"), "{out:?}");
-    assert!(out.2.contains("this panic is expected"), "{out:?}");
+    let out = run(&mut as_parent("panic", method));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains("exitcode 1"), "{out:?}");
+    assert!(out.stderr.contains("this panic is expected"), "{out:?}");
 }
 
 fn arguments_postcard_cannot_carry_are_a_clear_error(method: StartMethod) {
     if method == StartMethod::Fork {
         return; // Under fork the argument moves into the child as it is.
     }
-    let out = as_parent("untagged", method)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Guard)
-        .unwrap()
-        .output_within(BOUND);
-    assert_eq!(out.0, Some(0), "{out:?}");
-    assert!(out.1.contains("exitcode 2"), "{out:?}");
-    assert_eq!(out.2.lines().count(), 1, "{out:?}");
+    let out = run(&mut as_parent("untagged", method));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.contains("exitcode 2"), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
     assert!(
-        out.2.contains("could not read its target's arguments"),
+        out.stderr.contains("could not read its target's arguments"),
         "{out:?}"
     );
-    assert!(out.2.contains("untagged"), "{out:?}");
+    assert!(out.stderr.contains("untagged"), "{out:?}");
 }
 
 /// The hazard the spawn and forkserver methods exist for: a lock that another thread holds
@@ -246,15 +233,10 @@ fn a_lock_held_by_another_thread_does_not_reach_the_child(method: StartMethod) {
 }
 
 fn nothing_is_left_after_a_normal_exit(method: StartMethod) {
-    let out = as_parent("exit", method)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map(Guard)
-        .unwrap()
-        .output_within(BOUND);
-    assert_eq!(out.0, Some(0), "{out:?}");
+    let out = run(&mut as_parent("exit", method));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let left: Vec<u32> = out
-        .1
+        .stdout
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
@@ -268,14 +250,9 @@ fn nothing_is_left_after_a_normal_exit(method: StartMethod) {
 }
 
 fn nothing_outlives_a_parent_killed_by(method: StartMethod, signal: Signal, group: bool) {
-    let mut command = as_parent("sleep", method);
-    command.stdout(Stdio::piped()).process_group(0);
-    let mut parent = Guard(command.spawn().unwrap());
-    let pid = parent.0.id();
-    let mut ready = String::new();
-    let mut stdout = BufReader::new(parent.0.stdout.take().unwrap());
-    stdout.read_line(&mut ready).unwrap();
-    assert_eq!(ready, "ready\n");
+    let mut parent = Running::start(&mut as_parent("sleep", method));
+    let pid = parent.pid();
+    assert_eq!(parent.line().as_deref(), Some("ready\n"));
     let left = descendants(pid);
     let expected = if method == StartMethod::Forkserver {
         2
@@ -283,20 +260,14 @@ fn nothing_outlives_a_parent_killed_by(method: StartMethod, signal: Signal, grou
         1
     };
     assert_eq!(left.len(), expected, "{left:?}");
-    let target = if group { -(pid as i32) } else { pid as i32 };
-    kill(Pid::from_raw(target), signal).unwrap();
-    parent.0.wait().unwrap();
-    // The kernel delivers the death signals as the parent exits; they need a moment to act.
-    let deadline = Instant::now() + BOUND;
-    for child in left {
-        while !ended(child) {
-            assert!(
-                Instant::now() < deadline,
-                "process {child} outlived its parent"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+    if group {
+        parent.signal_group(signal);
+    } else {
+        kill(Pid::from_raw(pid as i32), signal).unwrap();
     }
+    parent.wait();
+    // The kernel delivers the death signals as the parent exits; they need a moment to act.
+    assert_all_end(&left);
 }
 
 fn nothing_outlives_a_parent_killed_by_sigkill(method: StartMethod) {
@@ -337,8 +308,7 @@ fn as_parent(scenario: &str, method: StartMethod) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args(["--as-parent", scenario, method.name()])
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null());
+        .env("RUST_BACKTRACE", "0");
     command
 }
 
@@ -385,37 +355,6 @@ fn readable(fd: &OwnedFd, timeout: Duration) -> bool {
     let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     let timeout = PollTimeout::try_from(timeout).unwrap();
     poll(&mut fds, timeout).unwrap() > 0
-}
-
-/// Kills the child if a check fails before it ends.
-struct Guard(Child);
-
-impl Guard {
-    /// Exit code, stdout and stderr, once the child has ended; it must end within `bound`.
-    fn output_within(mut self, bound: Duration) -> (Option<i32>, String, String) {
-        let deadline = Instant::now() + bound;
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "did not end within {bound:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let read = |r: Option<&mut dyn Read>| {
-            let mut text = String::new();
-            if let Some(r) = r {
-                r.read_to_string(&mut text).unwrap();
-            }
-            text
-        };
-        let stdout = read(self.0.stdout.as_mut().map(|s| s as &mut dyn Read));
-        let stderr = read(self.0.stderr.as_mut().map(|s| s as &mut dyn Read));
-        (self.0.wait().unwrap().code(), stdout, stderr)
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 type Check = fn(StartMethod);

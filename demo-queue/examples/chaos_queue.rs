@@ -20,14 +20,6 @@
 //! Run with: `cargo run --release -p demo-queue --example chaos_queue -- --scenario
 //! writers-bounded1 --seed 1`; `cargo xtask chaos` runs every scenario over many seeds.
 
-#[path = "../src/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "../src/queue.rs"]
-mod queue;
-#[path = "../src/robust.rs"]
-mod robust;
-#[path = "support/chaos.rs"]
 mod support;
 
 use std::collections::HashMap;
@@ -36,8 +28,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use process::Process;
-use queue::{GetError, PutError, Queue, RING_BYTES, Reader, Snapshot, Writer};
+use demo_queue::{GetError, Process, PutError, Queue, RING_BYTES, Reader, Snapshot, Writer};
 use support::{Board, Child, Kills, Options, Rng, SharedArray, StartMethod, Tally};
 
 const SCENARIOS: [&str; 9] = [

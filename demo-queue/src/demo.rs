@@ -2,6 +2,8 @@
 //! input, `DEMO_TIME_SCALE` for every sleep, lines that say who printed them, a panic that is
 //! one line, and a quiet end when the reader of stdout goes away.
 //!
+//! It belongs to the demo binary (`mod demo;` in `main.rs`), not to the crate's library.
+//!
 //! This file is the same in every demo crate, so that each crate can be copied out alone;
 //! a test in the xtask checks that the copies stay identical.
 
@@ -10,6 +12,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Write};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -94,6 +97,18 @@ fn children() -> Vec<i32> {
 pub fn fail(message: &str) -> ! {
     eprintln!("{}: {message}", env!("CARGO_PKG_NAME"));
     std::process::exit(2)
+}
+
+/// The end of every demo's `main`: exit code 0, or the error as one line on stderr and exit
+/// code 1.
+pub fn exit_code<E: fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}: {e}", env!("CARGO_PKG_NAME"));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The command line, taken apart flag by flag; nothing may be left over at `finish`.
@@ -201,9 +216,10 @@ pub fn sleep(seconds: f64) {
 
 /// Makes every panic print one line, `[pid 4242 thread-1] panicked at src/main.rs:9:5: …`,
 /// whatever `RUST_BACKTRACE` says: the demos panic on purpose to show where a panic ends
-/// up, and a backtrace would drown the story. Children forked later inherit the hook. Once
-/// stdout is closed, a panic says nothing, as the rest of the demo.
-fn one_line_panics() {
+/// up, and a backtrace would drown the story. `Args::parse` calls it; a program whose spawned
+/// children never parse arguments calls it first thing in `main`. Children forked later
+/// inherit the hook. Once stdout is closed, a panic says nothing, as the rest of the demo.
+pub fn one_line_panics() {
     std::panic::set_hook(Box::new(|info| {
         if STDOUT_GONE.load(Ordering::Relaxed) {
             return;

@@ -33,10 +33,6 @@
 //! Run with: `cargo run -p demo-queue` (the queue between threads is in `src/thread_queue.rs`)
 
 mod demo;
-mod process;
-#[allow(dead_code)] // The tests and the bench use the rest of its API.
-mod queue;
-mod robust;
 mod thread_queue;
 
 use std::io;
@@ -44,8 +40,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use demo::{Args, say};
-use process::Process;
-use queue::{Queue, Reader, Writer};
+use demo_queue::{Process, Queue, Reader, Writer};
 use rand::rngs::{StdRng, SysRng};
 use rand::{RngExt, SeedableRng};
 
@@ -79,13 +74,7 @@ fn read(q: Reader<String>) {
 
 fn main() -> ExitCode {
     Args::parse(USAGE).finish();
-    match try_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo-queue: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    demo::exit_code(try_main())
 }
 
 fn try_main() -> io::Result<()> {

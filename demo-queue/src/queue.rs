@@ -64,6 +64,7 @@ pub enum PutError {
     Full,
     /// Every reader is gone while the queue is full: nobody will ever make room.
     Disconnected,
+    /// The value could not be encoded or does not fit in the ring, or a system call failed.
     Io(io::Error),
 }
 
@@ -74,6 +75,7 @@ pub enum GetError {
     Empty,
     /// The queue is drained and every writer is gone: nothing more can arrive.
     Disconnected,
+    /// The value could not be decoded as a `T`, or a system call failed.
     Io(io::Error),
 }
 
@@ -94,6 +96,50 @@ pub struct Reader<T> {
 }
 
 /// Both halves, like Python's `Queue`, which every process can both put to and get from.
+///
+/// # Example
+///
+/// The note's writer and reader, each in a process of its own; the reader ends by itself
+/// once the writer is gone and the queue is drained:
+///
+/// ```
+/// use demo_queue::{GetError, Process, Queue, Reader, Writer, exit_now};
+///
+/// fn write(q: Writer<String>) {
+///     for value in ["A", "B", "C"] {
+///         q.put(value.to_string()).unwrap();
+///     }
+/// }
+///
+/// fn read(q: Reader<String>) {
+///     let mut got = Vec::new();
+///     while let Ok(value) = q.get() {
+///         got.push(value);
+///     }
+///     exit_now(if got == ["A", "B", "C"] { 0 } else { 1 });
+/// }
+///
+/// # fn main() -> std::io::Result<()> {
+/// let q = Queue::new()?;
+/// let mut pw = Process::new(write, q.writer());
+/// let mut pr = Process::new(read, q.reader());
+/// // A forked child holds every end its parent held: let go of both before the start, and
+/// // start the writer first, so that the reader holds no write end.
+/// drop(q);
+/// pw.start()?;
+/// pr.start()?;
+/// assert_eq!(pw.join()?, 0);
+/// assert_eq!(pr.join()?, 0, "the reader got A, B, C and then Disconnected");
+///
+/// let q: Queue<u32> = Queue::bounded(1)?;
+/// q.put(1).unwrap();
+/// let full = q.put_timeout(2, std::time::Duration::from_millis(10));
+/// assert!(matches!(full, Err(demo_queue::PutError::Full)));
+/// assert_eq!(q.get().unwrap(), 1);
+/// assert!(matches!(q.get_timeout(std::time::Duration::ZERO), Err(GetError::Empty)));
+/// # Ok(())
+/// # }
+/// ```
 pub struct Queue<T> {
     writer: Writer<T>,
     reader: Reader<T>,
@@ -148,18 +194,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.reader.clone()
     }
 
+    /// Python's `put(value)`: see [`Writer::put`].
     pub fn put(&self, value: T) -> Result<(), PutError> {
         self.writer.put(value)
     }
 
+    /// Python's `put(value, timeout=…)`: see [`Writer::put_timeout`].
     pub fn put_timeout(&self, value: T, timeout: Duration) -> Result<(), PutError> {
         self.writer.put_timeout(value, timeout)
     }
 
+    /// Python's `get()`: see [`Reader::get`].
     pub fn get(&self) -> Result<T, GetError> {
         self.reader.get()
     }
 
+    /// Python's `get(timeout=…)`: see [`Reader::get_timeout`].
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
         self.reader.get_timeout(timeout)
     }
@@ -284,14 +334,23 @@ impl<T> Reader<T> {
 /// only grow: they count the bytes ever taken and put.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
+    /// Bytes ever taken out of the ring (each value and its 4-byte length).
     pub head: u64,
+    /// Bytes ever put in the ring.
     pub tail: u64,
+    /// Values in the queue now.
     pub count: u64,
+    /// The most values the queue holds (`u64::MAX`: as many as fit).
     pub maxsize: u64,
+    /// The mutex's futex word: the owner's thread id in the low 30 bits (0: free).
     pub lock_word: u32,
+    /// The sequence number readers sleep on, bumped when values arrive.
     pub values_seq: u32,
+    /// Whether readers may be asleep waiting for values.
     pub values_sleepers: u32,
+    /// The sequence number writers sleep on, bumped when room is made.
     pub room_seq: u32,
+    /// Whether writers may be asleep waiting for room.
     pub room_sleepers: u32,
 }
 

@@ -1,62 +1,20 @@
 //! Runs the demo binary and checks, from outside, what the note's scenario promises: every
 //! Get after its Put, gets in put order, writer and reader in two processes other than the
-//! parent; and that the output matches expected-output.txt.
+//! parent. (`conventions.rs` checks the output against expected-output.txt.)
 
-use std::io::Read;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// Kills the child if a test fails before it has been waited for.
-struct Guard(Option<Child>);
+use support::Output;
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+mod support;
 
 fn run(args: &[&str], scale: &str) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_demo-queue"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_demo-queue"));
+    command
         .args(args)
         .env("DEMO_TIME_SCALE", scale)
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut guard = Guard(Some(child));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let child = guard.0.as_mut().unwrap();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not end within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(20)); // A poll interval, not a synchronisation.
-    }
-    let mut child = guard.0.take().unwrap();
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    Output {
-        status: child.wait().unwrap(),
-        stdout: stdout.into_bytes(),
-        stderr: stderr.into_bytes(),
-    }
+        .env("RUST_BACKTRACE", "0");
+    support::run(&mut command)
 }
 
 /// `[pid 42] rest` or `[pid 42 name] rest` → (42, rest).
@@ -108,12 +66,8 @@ fn check_processes(lines: &[&str], parent: u32) -> usize {
 #[test]
 fn writer_and_reader_are_two_processes_and_gets_follow_puts_in_order() {
     let out = run(&[], "0.05");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let stdout = out.stdout;
     let lines: Vec<&str> = stdout.lines().collect();
     let parent = split(lines[0]).0;
 
@@ -153,15 +107,11 @@ fn writer_and_reader_are_two_processes_and_gets_follow_puts_in_order() {
 fn help_and_bad_input() {
     let help = run(&["--help"], "1");
     assert!(help.status.success());
-    assert!(
-        String::from_utf8(help.stdout)
-            .unwrap()
-            .starts_with("Usage: demo-queue")
-    );
+    assert!(help.stdout.starts_with("Usage: demo-queue"));
     for (args, scale) in [(&["--bogus"][..], "1"), (&[][..], "fast")] {
         let bad = run(args, scale);
         assert_eq!(bad.status.code(), Some(2));
         assert!(bad.stdout.is_empty());
-        assert_eq!(String::from_utf8(bad.stderr).unwrap().lines().count(), 1);
+        assert_eq!(bad.stderr.lines().count(), 1);
     }
 }

@@ -2,20 +2,11 @@
 //! Children report through queues and exit codes; they print nothing (a forked child's
 //! output is lost inside the test harness).
 
-#[path = "../src/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "../src/queue.rs"]
-mod queue;
-#[path = "../src/robust.rs"]
-mod robust;
-
 use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use process::Process;
-use queue::{GetError, PutError, Queue, Reader, Writer};
+use demo_queue::{GetError, Process, PutError, Queue, Reader, Writer, exit_now};
 
 /// Tests run on parallel threads, and a child forked by one test would hold the queue ends
 /// another test has open at that moment, keeping them open past their owner's drop. The
@@ -45,10 +36,10 @@ fn a_put_on_a_full_queue_waits_for_a_get_in_another_process() {
             } else {
                 3
             };
-            // SAFETY: `_exit` ends the child at once. (`std::process::exit` would first run
-            // the standard library's clean-up, which takes a lock that a test thread starting
-            // or ending at the fork may have held, and wait for it for ever.)
-            unsafe { libc::_exit(code) }
+            // `_exit`: `std::process::exit` would first run the standard library's clean-up,
+            // which takes a lock that a test thread starting or ending at the fork may have
+            // held, and wait for it for ever.
+            exit_now(code)
         },
         q.writer(),
     );

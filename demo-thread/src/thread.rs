@@ -7,17 +7,19 @@
 //!   its data while it runs, and the compiler checks it (`Send + 'static`);
 //! - `join` returns what `run` returned, or the panic that ended the thread as an `Err`.
 
-use std::any::Any;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
+
+use crate::panic_message::message;
 
 /// What a thread runs: Python's overridden `run` method, with its data in `self`.
 pub trait Run: Send + 'static {
     /// What `join` hands back; `()` for a thread that only does something.
     type Output: Send + 'static;
 
+    /// The thread's work: it owns `self`, so no other thread can touch its data meanwhile.
     fn run(self) -> Self::Output;
 }
 
@@ -49,7 +51,9 @@ enum State<R: Run> {
 /// A thread that ended by panicking: its name and the panic's message.
 #[derive(Debug)]
 pub struct Panicked {
+    /// The thread's name, `thread-N`.
     pub name: String,
+    /// What the panic said.
     pub message: String,
 }
 
@@ -74,6 +78,7 @@ impl<R: Run> Thread<R> {
         }
     }
 
+    /// Python's `name`: `thread-1`, `thread-2`, … in the order the threads were made.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -107,17 +112,6 @@ impl<R: Run> Thread<R> {
             name: self.name.clone(),
             message: message(&*payload),
         })
-    }
-}
-
-/// The text of a panic: `panic!("...")` carries a `&str` or a `String`.
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
     }
 }
 

@@ -1,52 +1,18 @@
 //! Runs the demo binary and checks from outside: one pid on every line, each task printed by
 //! the thread it ran on, the same sum serially and in parallel, a panic reported at join.
 
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use support::run;
+
+mod support;
 
 fn demo() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_demo-thread"));
     command
         .env("RUST_BACKTRACE", "0")
-        .env("DEMO_TIME_SCALE", "0.05")
-        .stdin(Stdio::null());
+        .env("DEMO_TIME_SCALE", "0.05");
     command
-}
-
-fn run(command: &mut Command) -> Output {
-    let mut child = Guard(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // The demo's output is small: it fits in the pipes, so polling for the exit cannot block.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not end within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let stdout = std::io::read_to_string(child.0.stdout.take().unwrap()).unwrap();
-    let stderr = std::io::read_to_string(child.0.stderr.take().unwrap()).unwrap();
-    Output {
-        status: child.0.wait().unwrap(),
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-    }
-}
-
-/// Kills the demo if a test fails before it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `[pid 42 thread-1] text` as `(42, Some("thread-1"), "text")`.
@@ -65,7 +31,7 @@ fn who(line: &str) -> (u32, Option<&str>, &str) {
 fn threads_share_the_pid_and_print_from_their_own_thread() {
     let out = run(&mut demo());
     assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = out.stdout;
     let lines: Vec<_> = stdout.lines().map(who).collect();
     // Threads are not processes: one pid on every line, and it is the demo's own.
     assert!(
@@ -88,7 +54,7 @@ fn threads_share_the_pid_and_print_from_their_own_thread() {
 #[test]
 fn the_parallel_sum_equals_the_serial_one() {
     let out = run(&mut demo());
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = out.stdout;
     let expected: u64 = (0..20_000_000u64).map(|i| i * i % 1_000_003).sum();
     let sums: Vec<u64> = stdout
         .lines()
@@ -108,8 +74,7 @@ fn a_panicking_thread_is_reported_at_join() {
         out.status.success(),
         "a panic in a thread does not end the demo"
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let (stdout, stderr) = (out.stdout, out.stderr);
     let (_, thread, _) = stdout
         .lines()
         .map(who)
@@ -129,14 +94,10 @@ fn bad_input_is_one_line_and_exit_code_2() {
     for (env, arg) in [("abc", None), ("0", None), ("1", Some("--bogus"))] {
         let out = run(demo().env("DEMO_TIME_SCALE", env).args(arg));
         assert_eq!(out.status.code(), Some(2), "{env} {arg:?}");
-        assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
+        assert_eq!(out.stderr.lines().count(), 1);
         assert!(out.stdout.is_empty());
     }
     let help = run(demo().arg("--help"));
     assert!(help.status.success());
-    assert!(
-        String::from_utf8(help.stdout)
-            .unwrap()
-            .starts_with("Usage: demo-thread")
-    );
+    assert!(help.stdout.starts_with("Usage: demo-thread"));
 }

@@ -20,7 +20,6 @@
 
 mod demo;
 mod fetch;
-mod pool;
 mod server;
 mod sites;
 mod timeline;
@@ -31,8 +30,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use demo::{Args, say};
+use demo_threadpool::{Pool, Ran};
 use fetch::{Agents, Page, fetch};
-use pool::{Pool, Ran};
 
 const USAGE: &str = "\
 Usage: demo-threadpool [--help] [--timeline FILE] [URL...]
@@ -60,14 +59,7 @@ fn main() -> ExitCode {
         Ok(file) => (path, file),
         Err(e) => demo::fail(&format!("cannot write the timeline to {path}: {e}")),
     });
-    match try_main(urls, picture) {
-        Ok(0) => ExitCode::SUCCESS,
-        result => {
-            let why = result.map_or_else(|e| e.to_string(), |n| format!("fetches failed: {n}"));
-            eprintln!("demo-threadpool: {why}");
-            ExitCode::FAILURE
-        }
-    }
+    demo::exit_code(try_main(urls, picture))
 }
 
 /// `requests.get(url)`, in a pool thread, which says so.
@@ -76,8 +68,8 @@ fn get(agents: &Agents, url: &str) -> Result<Page, String> {
     fetch(agents, url)
 }
 
-/// Returns how many fetches failed.
-fn try_main(urls: Vec<String>, picture: Option<(String, File)>) -> io::Result<usize> {
+/// Fails if a fetch failed, after it has printed every result.
+fn try_main(urls: Vec<String>, picture: Option<(String, File)>) -> io::Result<()> {
     let (server, urls) = match urls.is_empty() {
         true => sites::serve().map(|(server, urls)| (Some(server), urls))?,
         false => (None, urls),
@@ -109,7 +101,10 @@ fn try_main(urls: Vec<String>, picture: Option<(String, File)>) -> io::Result<us
         file.write_all(timeline::svg(&title, &bars(&urls, ran)).as_bytes())?;
         say!("wrote timeline to {path}");
     }
-    Ok(failed)
+    match failed {
+        0 => Ok(()),
+        n => Err(io::Error::other(format!("fetches failed: {n}"))),
+    }
 }
 
 /// The picture's bars: a lane per pool thread, a bar per fetch named by the URL's last part.

@@ -7,9 +7,6 @@
 //! `catch_unwind`, so a panic becomes that item's `Err`, every other item still gets its
 //! result, and the thread goes on to the next job.
 
-#![allow(dead_code)] // The demo uses map_timed, the bench map; the tests use both.
-
-use std::any::Any;
 use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
@@ -17,6 +14,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
+
+use crate::panic_message::message;
 
 /// A pool of worker threads, named `pool-1` to `pool-N`.
 pub struct Pool {
@@ -42,8 +41,11 @@ impl std::error::Error for Panicked {}
 /// and ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ran {
+    /// The name of the pool thread that ran the item, `pool-N`.
     pub thread: String,
+    /// When the item's call started.
     pub start: Instant,
+    /// When the item's call returned or panicked.
     pub end: Instant,
 }
 
@@ -165,17 +167,6 @@ fn work(queue: &Mutex<Receiver<Job>>) {
 /// Python's map.
 fn call<T, R>(f: &impl Fn(T) -> R, item: T) -> Result<R, Panicked> {
     panic::catch_unwind(AssertUnwindSafe(|| f(item))).map_err(|p| Panicked(message(&*p)))
-}
-
-/// The text of a panic: `panic!("...")` carries a `&str` or a `String`.
-fn message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
 }
 
 #[cfg(test)]

@@ -6,16 +6,19 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::{Output, run};
+
+mod support;
 
 fn demo() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_demo-threadpool"));
     command
         .env("RUST_BACKTRACE", "0")
-        .env("DEMO_TIME_SCALE", "0.05")
-        .stdin(Stdio::null());
+        .env("DEMO_TIME_SCALE", "0.05");
     for proxy in [
         "HTTP_PROXY",
         "http_proxy",
@@ -26,42 +29,6 @@ fn demo() -> Command {
         command.env_remove(proxy);
     }
     command
-}
-
-fn run(command: &mut Command) -> Output {
-    let mut child = Guard(
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // The demo's output is small: it fits in the pipes, so polling for the exit cannot block.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not end within 60 s"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
-    let stdout = std::io::read_to_string(child.0.stdout.take().unwrap()).unwrap();
-    let stderr = std::io::read_to_string(child.0.stderr.take().unwrap()).unwrap();
-    Output {
-        status: child.0.wait().unwrap(),
-        stdout: stdout.into(),
-        stderr: stderr.into(),
-    }
-}
-
-/// Kills the demo if a test fails before it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A loopback port where nothing listens: bound, then let go.
@@ -100,8 +67,7 @@ fn one_page_server(body: &'static str) -> String {
 }
 
 fn lines(out: &Output) -> Vec<String> {
-    String::from_utf8(out.stdout.clone())
-        .unwrap()
+    out.stdout
         .lines()
         .map(|l| l.split_once("] ").unwrap().1.to_string())
         .collect()
@@ -151,8 +117,7 @@ fn a_bad_url_is_its_items_error_and_exit_code_1() {
         "{results:?}"
     );
     assert_eq!(results[1], format!("{good} 200 5 bytes"));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("fetches failed: 1"), "{stderr}");
+    assert!(out.stderr.contains("fetches failed: 1"), "{}", out.stderr);
 }
 
 #[test]
@@ -162,9 +127,8 @@ fn a_malformed_url_is_exit_code_2_before_any_fetch() {
         let out = run(demo().args([good.as_str(), bad]));
         assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
         assert!(out.stdout.is_empty(), "{bad}: something was fetched");
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(bad), "{stderr}");
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(out.stderr.contains(bad), "{}", out.stderr);
     }
 }
 
@@ -173,16 +137,12 @@ fn bad_input_is_one_line_and_exit_code_2() {
     for (env, arg) in [("abc", None), ("0", None), ("1", Some("--bogus"))] {
         let out = run(demo().env("DEMO_TIME_SCALE", env).args(arg));
         assert_eq!(out.status.code(), Some(2), "{env} {arg:?}");
-        assert_eq!(String::from_utf8(out.stderr).unwrap().lines().count(), 1);
+        assert_eq!(out.stderr.lines().count(), 1);
         assert!(out.stdout.is_empty());
     }
     let help = run(demo().arg("--help"));
     assert!(help.status.success());
-    assert!(
-        String::from_utf8(help.stdout)
-            .unwrap()
-            .starts_with("Usage: demo-threadpool")
-    );
+    assert!(help.stdout.starts_with("Usage: demo-threadpool"));
 }
 
 /// A directory of its own under the system's temp dir, removed when dropped.
@@ -233,7 +193,7 @@ fn bars(svg: &str) -> Vec<(String, String)> {
 fn every_fetch_says_which_numbered_pool_thread_ran_it() {
     let out = run(&mut demo());
     assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = out.stdout;
     let gets: Vec<&str> = stdout.lines().filter(|l| l.contains("] get ")).collect();
     assert_eq!(gets.len(), 5, "{stdout}");
     for line in gets {
@@ -250,8 +210,8 @@ fn the_timeline_draws_each_fetch_in_the_lane_of_the_thread_that_ran_it() {
     let path = dir.0.join("pool.svg");
     let out = run(demo().arg("--timeline").arg(&path));
     assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
     let lines = lines(&out);
+    let stdout = out.stdout;
     // The flagless output, then one line more.
     assert_eq!(lines.len(), 13, "{lines:?}");
     assert_eq!(lines[12], format!("wrote timeline to {}", path.display()));
@@ -284,8 +244,7 @@ fn an_unwritable_timeline_is_one_line_and_exit_code_2_before_any_fetch() {
     let out = run(demo().arg("--timeline").arg(&path));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(out.stdout.is_empty(), "the demo started");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("no-such-dir"), "{stderr}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("no-such-dir"), "{}", out.stderr);
     assert!(!path.exists());
 }

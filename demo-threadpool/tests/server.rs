@@ -2,36 +2,25 @@
 //! client that trickles a request slower than it ends but faster than the server's read
 //! timeout cannot keep the demo running.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Kills the demo if a test fails before it ends.
-struct Guard(Child);
+use support::Running;
 
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod support;
 
 #[test]
 fn a_slow_client_does_not_keep_the_demo_running() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_demo-threadpool"));
     command
         .env("DEMO_TIME_SCALE", "1")
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut demo = Guard(command.spawn().unwrap());
-    let mut stdout = BufReader::new(demo.0.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
+        .env("RUST_BACKTRACE", "0");
+    let mut demo = Running::start(&mut command);
+    let first = demo.line().unwrap_or_default();
     // "[pid 4242] serving the note's five sites on http://127.0.0.1:PORT/"
     let addr = first
         .trim_end()
@@ -66,19 +55,14 @@ fn a_slow_client_does_not_keep_the_demo_running() {
         let _ = closed_tx.send(got);
     });
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = demo.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the demo still runs 60 s on, kept alive by a slow client"
-        );
-        thread::sleep(Duration::from_millis(10));
-    };
-    let rest = std::io::read_to_string(stdout).unwrap();
-    assert!(status.success(), "{status}\n{first}{rest}");
+    // Bounded by the support's limit: a demo that a slow client keeps running fails there.
+    let out = demo.finish();
+    assert!(
+        out.status.success(),
+        "{}\n{first}{}",
+        out.status,
+        out.stdout
+    );
     assert_eq!(
         closed.recv_timeout(Duration::from_secs(60)),
         Ok(Ok(())),

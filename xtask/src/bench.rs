@@ -1,10 +1,15 @@
 //! `cargo xtask bench`: each primitive measured in one run, ours (the crate's own API, release
 //! build) beside the Python original and the bare OS mechanism.
 //!
-//! Each demo crate measures itself: `examples/bench.rs` for ours and the limit,
-//! `python/bench.py` for Python. Both print lines `bench<TAB>id<TAB>who<TAB>median<TAB>unit`;
-//! this task runs them, then prints the table and writes `target/bench/results.json` and
-//! `target/bench/chart.svg`.
+//! Each demo crate measures itself: `examples/bench_<section>.rs` (`bench_pool.rs` in
+//! demo-pool) for ours and the limit, `python/bench.py` for Python. Both print lines
+//! `bench<TAB>id<TAB>who<TAB>median<TAB>unit`; this task runs them, then prints the table and
+//! writes `target/bench/results.json` and `target/bench/chart.svg`.
+//!
+//! The table's rows come from the crates too: each bench example's header lists the rows it
+//! measures, in order, as a table of `` | `id` | what it measures | `` lines; the crates come in
+//! the order of the top README's table, the note's order. A new crate with a bench example
+//! joins by existing.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,26 +19,36 @@ use std::time::Duration;
 use crate::compare::python_available;
 use crate::demos;
 
-/// The primitives in the order of the note, with what each figure measures.
-const PRIMITIVES: &[(&str, &str)] = &[
-    ("process.fork", "process start+join, fork"),
-    ("process.spawn", "process start+join, spawn"),
-    ("process.forkserver", "process start+join, forkserver"),
-    ("pipe.roundtrip", "pipe round trip, [42, None, 'hello']"),
-    ("pipe.1mib", "pipe, 1 MiB messages"),
-    ("queue.processes", "queue, process to process"),
-    (
-        "lock.uncontended",
-        "process lock, uncontended acquire+release",
-    ),
-    ("lock.4x10000", "4 processes x 10,000 locked increments"),
-    ("pool.apply_async", "pool apply_async+get, tiny tasks"),
-    ("pool.map", "pool map, tiny items"),
-    ("pool.create_join", "Pool(4) create+close+join"),
-    ("thread.start_join", "thread start+join"),
-    ("queue.threads", "queue.Queue between 2 threads"),
-    ("threadpool.map", "thread pool map, no-op items"),
-];
+/// A row of the table that a bench example declares: its id and what it measures.
+type Primitive = (String, String);
+
+/// The bench example of a demo crate: `examples/bench_pool.rs` in demo-pool.
+fn example(name: &str) -> String {
+    format!("bench_{}", name.trim_start_matches("demo-"))
+}
+
+/// The rows a bench example declares in its header: `//! | `id` | what it measures |`.
+pub fn declared(source: &str) -> Vec<Primitive> {
+    source
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .filter_map(|l| {
+            let l = l.trim().strip_prefix("| `")?;
+            let (id, rest) = l.split_once("` |")?;
+            let row = rest.trim().strip_suffix('|')?.trim();
+            Some((id.to_string(), row.to_string()))
+        })
+        .collect()
+}
+
+/// The demo crates with a bench example, in the order of the top README's table (the note's
+/// order), then any the table does not name.
+fn in_readme_order(mut names: Vec<String>) -> Vec<String> {
+    let readme = std::fs::read_to_string(demos::root().join("README.md")).unwrap_or_default();
+    let at = |name: &String| readme.find(&format!("cargo run -p {name}`"));
+    names.sort_by_key(|name| (at(name).is_none(), at(name)));
+    names
+}
 
 /// One figure: who measured (`ours`, `python`, `limit`, or an extra such as `flock`) and what.
 struct Figure {
@@ -74,11 +89,35 @@ pub fn bench(quick: bool) -> Result<bool, String> {
     let names: Vec<String> = demos::discover()
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter(|n| demos::root().join(n).join("examples/bench.rs").is_file())
+        .filter(|n| bench_source(n).is_file())
         .collect();
+    let names = in_readme_order(names);
+    let mut primitives = Vec::new();
+    for name in &names {
+        let source = std::fs::read_to_string(bench_source(name)).map_err(|e| e.to_string())?;
+        let declared = declared(&source);
+        if declared.is_empty() {
+            return Err(format!(
+                "{} declares no row: its header lists them as | `id` | what it measures |",
+                bench_source(name).display()
+            ));
+        }
+        primitives.extend(declared);
+    }
     let python = python_available();
     if !python {
         eprintln!("python3 is not on this machine: the Python column stays empty");
+    }
+    eprintln!("building the bench examples (release)");
+    let mut build = demos::cargo();
+    build
+        .current_dir(demos::root())
+        .args(["build", "--release", "--quiet"]);
+    for name in &names {
+        build.args(["-p", name, "--example", &example(name)]);
+    }
+    if !build.status().map_err(|e| e.to_string())?.success() {
+        return Err("cargo could not build the bench examples".into());
     }
     let mut figures: BTreeMap<String, Vec<Figure>> = BTreeMap::new();
     for (i, name) in names.iter().enumerate() {
@@ -87,23 +126,11 @@ pub fn bench(quick: bool) -> Result<bool, String> {
             i + 1,
             names.len()
         );
-        // Every crate's example is called `bench`, so each is built and run before the next
-        // one's build takes its place.
-        let mut build = demos::cargo();
-        build.current_dir(demos::root());
-        build.args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            name,
-            "--example",
-            "bench",
-        ]);
-        if !build.status().map_err(|e| e.to_string())?.success() {
-            return Err(format!("cargo could not build {name}'s bench"));
-        }
-        let rust = Command::new(demos::target_dir().join("release/examples/bench"));
+        let rust = Command::new(
+            demos::target_dir()
+                .join("release/examples")
+                .join(example(name)),
+        );
         collect(rust, quick, &mut figures)?;
         let script = demos::root().join(name).join("python/bench.py");
         if python && script.is_file() {
@@ -113,7 +140,7 @@ pub fn bench(quick: bool) -> Result<bool, String> {
             collect(py, quick, &mut figures)?;
         }
     }
-    let rows = rows(figures);
+    let rows = rows(&primitives, figures);
     print!("{}", table(&rows));
     let dir = demos::target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -121,6 +148,13 @@ pub fn bench(quick: bool) -> Result<bool, String> {
     std::fs::write(dir.join("chart.svg"), chart(&rows)).map_err(|e| e.to_string())?;
     println!("\nwrote target/bench/results.json and target/bench/chart.svg");
     Ok(true)
+}
+
+fn bench_source(name: &str) -> std::path::PathBuf {
+    demos::root()
+        .join(name)
+        .join("examples")
+        .join(format!("{}.rs", example(name)))
 }
 
 /// How long one measuring program may run before it is killed and the bench fails.
@@ -160,14 +194,14 @@ fn collect(
     Ok(())
 }
 
-/// The table's rows: the known primitives in the note's order, then any others; each
+/// The table's rows: the declared primitives in their order, then any others; each
 /// primitive's extra figures as rows of their own just below it.
-fn rows(mut figures: BTreeMap<String, Vec<Figure>>) -> Vec<Row> {
-    let mut ids: Vec<String> = PRIMITIVES.iter().map(|(id, _)| id.to_string()).collect();
+fn rows(primitives: &[Primitive], mut figures: BTreeMap<String, Vec<Figure>>) -> Vec<Row> {
+    let mut ids: Vec<String> = primitives.iter().map(|(id, _)| id.clone()).collect();
     ids.extend(
         figures
             .keys()
-            .filter(|k| !PRIMITIVES.iter().any(|(id, _)| id == k))
+            .filter(|k| !primitives.iter().any(|(id, _)| id == *k))
             .cloned(),
     );
     let mut rows = Vec::new();
@@ -175,10 +209,10 @@ fn rows(mut figures: BTreeMap<String, Vec<Figure>>) -> Vec<Row> {
         let Some(list) = figures.remove(&id) else {
             continue;
         };
-        let name = PRIMITIVES
+        let name = primitives
             .iter()
             .find(|(i, _)| *i == id)
-            .map_or(id.clone(), |(_, n)| n.to_string());
+            .map_or(id.clone(), |(_, n)| n.clone());
         let get = |who: &str| list.iter().find(|f| f.who == who).map(|f| f.value);
         let unit = list[0].unit.clone();
         rows.push(Row {
@@ -437,17 +471,32 @@ mod tests {
     }
 
     #[test]
-    fn rows_follow_the_note_and_ratios_favour_the_better_figure() {
-        let rows = rows(figures(&[
-            ("thread.start_join", "ours", 30.0, "us"),
-            ("process.fork", "ours", 150.0, "us"),
-            ("process.fork", "python", 1500.0, "us"),
-            ("process.fork", "limit", 100.0, "us"),
-            ("queue.processes", "ours", 1e6, "msg/s"),
-            ("queue.processes", "python", 1e5, "msg/s"),
-            ("lock.uncontended", "ours", 25.0, "ns"),
-            ("lock.uncontended", "flock", 400.0, "ns"),
-        ]));
+    fn rows_follow_the_declared_order_and_ratios_favour_the_better_figure() {
+        let header = "//! Measures things.\n//!\n//! | id | row |\n//! |---|---|\n\
+                      //! | `process.fork` | process start+join, fork |\n\
+                      //! | `queue.processes` | queue, process to process |\n\
+                      //! | `lock.uncontended` | process lock, uncontended acquire+release |\n\
+                      //! | `thread.start_join` | thread start+join |\n\n\
+                      // | `not.a.row` | after the header |\n";
+        let primitives = declared(header);
+        assert_eq!(primitives.len(), 4, "{primitives:?}");
+        assert_eq!(
+            primitives[0],
+            ("process.fork".into(), "process start+join, fork".into())
+        );
+        let rows = rows(
+            &primitives,
+            figures(&[
+                ("thread.start_join", "ours", 30.0, "us"),
+                ("process.fork", "ours", 150.0, "us"),
+                ("process.fork", "python", 1500.0, "us"),
+                ("process.fork", "limit", 100.0, "us"),
+                ("queue.processes", "ours", 1e6, "msg/s"),
+                ("queue.processes", "python", 1e5, "msg/s"),
+                ("lock.uncontended", "ours", 25.0, "ns"),
+                ("lock.uncontended", "flock", 400.0, "ns"),
+            ]),
+        );
         let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names[0], "process start+join, fork");
         assert_eq!(names[3], "process lock, uncontended acquire+release: flock");

@@ -2,7 +2,7 @@
 //! random moments, against the crates' own code.
 //!
 //! Each crate tests its primitive with an example, `examples/chaos_*.rs`, that runs one
-//! bounded run of one scenario and prints one result line (see `support/chaos.rs` there).
+//! bounded run of one scenario and prints one result line (see `examples/support/mod.rs` there).
 //! This task builds them in release, runs every scenario over many seeds, each run in a
 //! process group of its own that is killed after 15 s (the run's own watchdog reports a hang
 //! after 12 s), and prints the table. A control run turns the lock's re-armed sleeps off and

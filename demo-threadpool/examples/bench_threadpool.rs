@@ -1,15 +1,18 @@
 //! `map` over no-op items through a pool of 4 threads, in items per second.
 //!
+//! Its rows in the table of `cargo xtask bench`, in this order:
+//!
+//! | id | row |
+//! |---|---|
+//! | `threadpool.map` | thread pool map, no-op items |
+//!
 //! Prints `bench<TAB>id<TAB>who<TAB>median<TAB>unit` lines for `cargo xtask bench`.
-//! Run with: `cargo run --release -p demo-threadpool --example bench` (`BENCH_QUICK=1` for fewer repeats)
-
-#[path = "../src/pool.rs"]
-mod pool;
+//! Run with: `cargo run --release -p demo-threadpool --example bench_threadpool` (`BENCH_QUICK=1` for fewer repeats)
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use pool::Pool;
+use demo_threadpool::Pool;
 
 /// The median of `f`'s rate in items per second over `n` runs of `items` items.
 fn median_rate(n: usize, items: usize, mut f: impl FnMut()) -> f64 {

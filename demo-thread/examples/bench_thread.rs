@@ -1,15 +1,17 @@
 //! Thread start+join: ours (`Thread`) against `std::thread::spawn` + `join` alone.
 //!
+//! Its rows in the table of `cargo xtask bench`, in this order:
+//!
+//! | id | row |
+//! |---|---|
+//! | `thread.start_join` | thread start+join |
+//!
 //! Prints `bench<TAB>id<TAB>who<TAB>median<TAB>unit` lines for `cargo xtask bench`.
-//! Run with: `cargo run --release -p demo-thread --example bench` (`BENCH_QUICK=1` for fewer repeats)
-
-#[path = "../src/thread.rs"]
-#[allow(dead_code)] // The bench uses part of the API.
-mod thread;
+//! Run with: `cargo run --release -p demo-thread --example bench_thread` (`BENCH_QUICK=1` for fewer repeats)
 
 use std::time::Instant;
 
-use thread::Thread;
+use demo_thread::Thread;
 
 /// The median time of `f` in microseconds over `n` runs.
 fn median_us(n: usize, mut f: impl FnMut()) -> f64 {

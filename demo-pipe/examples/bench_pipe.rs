@@ -1,22 +1,26 @@
 //! Pipe round trip and 1 MiB throughput between two processes: ours, the bare socketpair (the
 //! limit), and ipc-channel (the alternative this crate was measured against).
 //!
+//! Its rows in the table of `cargo xtask bench`, in this order:
+//!
+//! | id | row |
+//! |---|---|
+//! | `pipe.roundtrip` | pipe round trip, [42, None, 'hello'] |
+//! | `pipe.1mib` | pipe, 1 MiB messages |
+//!
 //! Prints `bench<TAB>id<TAB>who<TAB>median<TAB>unit` lines for `cargo xtask bench`.
-//! Run with: `cargo run --release -p demo-pipe --example bench` (`BENCH_QUICK=1` for fewer repeats)
-
-#[path = "../src/process.rs"]
-mod process;
+//! Run with: `cargo run --release -p demo-pipe --example bench_pipe` (`BENCH_QUICK=1` for fewer repeats)
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
+use demo_pipe::Process;
 use demo_pipe::pipe::{Connection, pipe};
 use demo_pipe::value::Value;
 use ipc_channel::ipc;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
-use process::Process;
 use serde_bytes::{ByteBuf, Bytes};
 
 const MIB: usize = 1 << 20;

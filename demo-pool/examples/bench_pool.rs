@@ -2,17 +2,21 @@
 //! tiny tasks through `apply_async` + `get`, items through `map`, and `Pool(4)` create + close +
 //! join.
 //!
-//! Run with: `cargo run --release -p demo-pool --example bench` (`BENCH_QUICK=1` for a short run)
-
-#[path = "../src/pool.rs"]
-mod pool;
+//! Its rows in the table of `cargo xtask bench`, in this order:
+//!
+//! | id | row |
+//! |---|---|
+//! | `pool.apply_async` | pool apply_async+get, tiny tasks |
+//! | `pool.map` | pool map, tiny items |
+//! | `pool.create_join` | Pool(4) create+close+join |
+//!
+//! Run with: `cargo run --release -p demo-pool --example bench_pool` (`BENCH_QUICK=1` for a short run)
 
 use std::time::Instant;
 
+use demo_pool::Pool;
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, fork};
-
-use pool::Pool;
 
 fn noop(x: u64) -> u64 {
     x

@@ -6,25 +6,21 @@
 //! - `queue.threads`: items per second from one thread to another through a crossbeam
 //!   channel, the counterpart of Python's `queue.Queue`.
 //!
-//! Run with: `cargo run --release -p demo-queue --example bench` (`BENCH_QUICK=1` for fewer
+//! Its rows in the table of `cargo xtask bench`, in this order:
+//!
+//! | id | row |
+//! |---|---|
+//! | `queue.processes` | queue, process to process |
+//! | `queue.threads` | queue.Queue between 2 threads |
+//!
+//! Run with: `cargo run --release -p demo-queue --example bench_queue` (`BENCH_QUICK=1` for fewer
 //! repeats). `python/bench.py` measures Python's side.
 
-#[path = "../src/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "../src/queue.rs"]
-mod queue;
-#[path = "../src/robust.rs"]
-mod robust;
-
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
+use demo_queue::{Process, Queue, Writer};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
-use std::os::fd::AsRawFd;
-
-use process::Process;
-use queue::{Queue, Writer};
 
 fn main() {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");

@@ -8,16 +8,15 @@
 //! - `lock.4x10000` (ms): 4 forked processes each add 1 to a shared counter 10,000 times under
 //!   the lock, from the first fork to the last join: ours and `limit` (the semaphore).
 //!
+//! Its rows in the table of `cargo xtask bench`, in this order:
+//!
+//! | id | row |
+//! |---|---|
+//! | `lock.uncontended` | process lock, uncontended acquire+release |
+//! | `lock.4x10000` | 4 processes x 10,000 locked increments |
+//!
 //! Prints `bench<TAB>ID<TAB>WHO<TAB>VALUE<TAB>UNIT` lines, medians over repeats; `BENCH_QUICK=1`
-//! for fewer repeats. Run with: `cargo run --release -p demo-lock --example bench`
-
-#[path = "../src/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "../src/process_lock.rs"]
-mod process_lock;
-#[path = "../src/robust.rs"]
-mod robust;
+//! for fewer repeats. Run with: `cargo run --release -p demo-lock --example bench_lock`
 
 use std::fs::File;
 use std::hint::black_box;
@@ -26,8 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use process::Process;
-use process_lock::{Lock, ProcessMutex};
+use demo_lock::{Lock, Process, ProcessMutex};
 
 fn main() {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");

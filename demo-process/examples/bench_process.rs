@@ -1,7 +1,15 @@
 //! Process start+join under each start method, ours against the bare OS mechanism.
 //!
+//! Its rows in the table of `cargo xtask bench`, in this order:
+//!
+//! | id | row |
+//! |---|---|
+//! | `process.fork` | process start+join, fork |
+//! | `process.spawn` | process start+join, spawn |
+//! | `process.forkserver` | process start+join, forkserver |
+//!
 //! Prints `bench<TAB>id<TAB>who<TAB>median<TAB>unit` lines for `cargo xtask bench`.
-//! Run with: `cargo run --release -p demo-process --example bench` (`BENCH_QUICK=1` for fewer repeats)
+//! Run with: `cargo run --release -p demo-process --example bench_process` (`BENCH_QUICK=1` for fewer repeats)
 //!
 //! The bare costs: fork + waitpid; an exec of this binary that exits at once; and for the
 //! forkserver, a server that gets a request with a descriptor, forks a child that exits at
@@ -15,8 +23,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::time::Instant;
 
-use demo_process::process::StartMethod;
-use demo_process::spawn::{get_context, run_if_spawned};
+use demo_process::{StartMethod, get_context, run_if_spawned};
 use nix::cmsg_space;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{

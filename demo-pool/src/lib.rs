@@ -1,0 +1,87 @@
+//! Python's `multiprocessing.Pool` in Rust: a [`Pool`] of worker processes, forked once and
+//! fed tasks, with `apply_async`, `apply`, `map`, `close`, `join` and `terminate`, and an
+//! [`AsyncResult`] for each task.
+//!
+//! A task is a plain `fn(A) -> R` whose argument and result are serde values: the workers are
+//! forks of this program, so the task's address means the same function there. A closure
+//! that captures nothing is a `fn` too.
+//!
+//! What this pool promises that Python's does not:
+//!
+//! - a worker killed in the middle of a task (`kill -9`) fails that task's `get()` with
+//!   [`Error::WorkerDied`], a new worker takes its place, and every other task completes
+//!   (Python's pool waits for ever: bpo-22393);
+//! - no worker outlives the pool: `terminate()` and dropping the pool kill and reap them,
+//!   and every worker gets SIGKILL when the pool ends, however the program ends;
+//! - every result is settled when the pool ends, so a `get()` never waits on a pool that is
+//!   gone.
+//!
+//! Linux only (pidfd, `PR_SET_PDEATHSIG`); a build elsewhere stops with one error that says
+//! so.
+
+#![warn(missing_docs)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "demo-pool runs only on Linux: it watches each worker through a pidfd (pidfd_open) and \
+     makes it die with the pool (PR_SET_PDEATHSIG), and this target has neither"
+);
+
+#[cfg(target_os = "linux")]
+mod panic_message;
+#[cfg(target_os = "linux")]
+mod pool;
+#[cfg(target_os = "linux")]
+mod process;
+
+/// # Example
+///
+/// A result knows which worker ran its task, and when:
+///
+/// ```
+/// use demo_pool::Pool;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = Pool::new(2)?;
+/// let result = pool.apply_async(|_: ()| std::process::id() as i32, ())?;
+/// let pid = result.get()?;
+/// assert!(result.ready());
+/// assert_eq!(result.successful(), Some(true));
+/// let ran = result.ran().unwrap();
+/// assert_eq!(ran.pid, pid);
+/// assert!(ran.start <= ran.end);
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(target_os = "linux")]
+pub use pool::AsyncResult;
+/// # Example
+///
+/// The note's `Pool(4)` with `apply_async`, `close` and `join`, then `map`, and a task that
+/// panics:
+///
+/// ```
+/// use demo_pool::{Error, Pool};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut p = Pool::new(4)?;
+/// let results: Vec<_> = (0..10)
+///     .map(|i| p.apply_async(square, i))
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(p.map(square, 0..5)?, [0, 1, 4, 9, 16]);
+/// let crash = p.apply_async(|_: ()| -> u64 { panic!("boom") }, ())?;
+/// p.close();
+/// p.join()?;
+/// assert_eq!(results[3].get()?, 9);
+/// assert_eq!(crash.get(), Err(Error::Panicked("boom".into())));
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(target_os = "linux")]
+pub use pool::Pool;
+#[cfg(target_os = "linux")]
+pub use pool::{Error, Ran};

@@ -1,0 +1,306 @@
+//! The manager thread, one per pool. It forks every worker, the first ones and each
+//! replacement, because the parent-death signal fires when the *thread* that forked exits:
+//! the forking thread must live exactly as long as the pool. It reads every result, and
+//! watches each worker through a pidfd; when one dies it fails the task that worker was
+//! running, puts the tasks behind it back in the queue, and forks a replacement. At the end
+//! it stops, reaps and settles everything.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{MsgFlags, getsockopt, recv, setsockopt, sockopt};
+use nix::unistd::Pid;
+
+use super::state::{Shared, State, Status, Worker};
+use super::{Error, lock, worker};
+use crate::process::{self, Process};
+
+/// A worker as the manager watches it: results come in on `results`, its end on its
+/// process's sentinel (a pidfd).
+struct Link {
+    results: UnixStream,
+    process: Process,
+    received: Vec<u8>,
+    eof: bool,
+}
+
+/// The manager thread: starts the first `n` workers, says on `started` whether it could, then
+/// manages the pool until it ends, and ends it.
+pub(super) fn run(
+    shared: &Shared,
+    woken: UnixStream,
+    n: usize,
+    started: mpsc::Sender<io::Result<()>>,
+) {
+    let mut links = Vec::new();
+    let first = {
+        let mut state = lock(&shared.state);
+        (0..n).try_for_each(|_| {
+            let inherited = pool_fds(shared, &woken, &state, &links);
+            let (worker, link) = start_worker(inherited)?;
+            state.workers.push(worker);
+            links.push(link);
+            Ok(())
+        })
+    };
+    if let Err(e) = first {
+        shutdown(&mut lock(&shared.state), links, true, Error::Terminated);
+        let _ = started.send(Err(e));
+        return;
+    }
+    let _ = started.send(Ok(()));
+
+    let ended = panic::catch_unwind(AssertUnwindSafe(|| manage(shared, &woken, &mut links)));
+    let mut state = lock(&shared.state);
+    let broken = match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("the pool's manager thread panicked".to_string()),
+    };
+    let reason = match broken {
+        Some(why) => {
+            state.broken = Some(why.clone());
+            state.status = Status::Terminated;
+            Error::Broken(why)
+        }
+        None => Error::Terminated,
+    };
+    // A closed pool whose work is done lets its workers leave; anything else kills them.
+    let gently = state.status == Status::Closed && state.idle();
+    shutdown(&mut state, links, !gently, reason);
+}
+
+/// Runs until the pool is terminated, or closed with all its work done. Every result is read
+/// here, every dead worker is reaped and replaced here.
+fn manage(shared: &Shared, woken: &UnixStream, links: &mut Vec<Link>) -> io::Result<()> {
+    let mut scratch = vec![0; 64 * 1024];
+    loop {
+        let (results, ended) = wait_for_events(woken, links)?;
+        drain(woken);
+        let mut state = lock(&shared.state);
+        for &i in results.iter().chain(&ended) {
+            read_results(&mut links[i], &mut state.workers[i], &mut scratch);
+        }
+        // From the highest index down, so that removing a worker keeps the others' indexes.
+        for &i in ended.iter().rev() {
+            let pid = state.workers[i].pid;
+            let how = reap(&mut links[i].process);
+            // Its oldest task is the one it was running; the ones behind it had not started,
+            // so they go back to the front of the queue for another worker.
+            let mut sent = std::mem::take(&mut state.workers[i].sent);
+            state.workers[i].sent_bytes = 0;
+            if let Some(job) = sent.pop_front() {
+                job.slot.settle(Err(Error::WorkerDied {
+                    pid: pid.as_raw(),
+                    how,
+                }));
+            }
+            while let Some(job) = sent.pop_back() {
+                state.pending.push_front(job);
+            }
+            if state.status == Status::Running || !state.pending.is_empty() {
+                let inherited = pool_fds(shared, woken, &state, links);
+                match start_worker(inherited) {
+                    Ok((worker, link)) => {
+                        state.workers[i] = worker;
+                        links[i] = link;
+                    }
+                    Err(e) => {
+                        // Reaped: its pid may soon be another process's, so forget it.
+                        state.workers.remove(i);
+                        links.remove(i);
+                        return Err(e);
+                    }
+                }
+            } else {
+                state.workers.remove(i);
+                links.remove(i);
+            }
+        }
+        match state.status {
+            Status::Terminated => return Ok(()),
+            Status::Closed if state.idle() => return Ok(()),
+            _ => state.dispatch(),
+        }
+    }
+}
+
+/// Waits until a worker sends results or ends, or the pool wakes the manager. Returns the
+/// indexes of the workers with results and of those that ended.
+fn wait_for_events(woken: &UnixStream, links: &mut [Link]) -> io::Result<(Vec<usize>, Vec<usize>)> {
+    let mut fds = vec![PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
+    let mut owners = vec![];
+    for (i, link) in links.iter().enumerate() {
+        // After end of file the results socket would report POLLHUP on every poll; the
+        // pidfd tells when the worker is gone.
+        if !link.eof {
+            fds.push(PollFd::new(link.results.as_fd(), PollFlags::POLLIN));
+            owners.push((i, false));
+        }
+        let sentinel = link.process.sentinel().expect("a started worker");
+        fds.push(PollFd::new(sentinel, PollFlags::POLLIN));
+        owners.push((i, true));
+    }
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            other => other?,
+        };
+        break;
+    }
+    let (mut results, mut ended) = (vec![], vec![]);
+    for (fd, &(i, is_pidfd)) in fds[1..].iter().zip(&owners) {
+        if fd.revents().is_some_and(|r| !r.is_empty()) {
+            if is_pidfd {
+                ended.push(i)
+            } else {
+                results.push(i)
+            }
+        }
+    }
+    Ok((results, ended))
+}
+
+fn drain(woken: &UnixStream) {
+    let mut buf = [0; 64];
+    while matches!((&*woken).read(&mut buf), Ok(n) if n > 0) {}
+}
+
+/// Reads whatever the worker has sent, without waiting, and settles the tasks it finished.
+/// A worker that died just after sending a result still has it read here.
+fn read_results(link: &mut Link, worker: &mut Worker, scratch: &mut [u8]) {
+    loop {
+        match recv(link.results.as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => {
+                link.eof = true;
+                break;
+            }
+            Ok(n) => link.received.extend_from_slice(&scratch[..n]),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => break,
+            Err(_) => {
+                link.eof = true;
+                break;
+            }
+        }
+    }
+    let mut used = 0;
+    while let Some(len) = link.received.get(used..used + 4) {
+        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+        let Some(frame) = link.received.get(used + 4..used + 4 + len) else {
+            break;
+        };
+        used += 4 + len;
+        if let Some((outcome, start, end)) = worker::result_of(frame) {
+            worker.finished(outcome, start, end);
+        }
+    }
+    link.received.drain(..used);
+}
+
+/// Reaps an ended worker and says how it ended.
+fn reap(process: &mut Process) -> String {
+    match process.join() {
+        Ok(code) if code >= 0 => format!("exited with code {code}"),
+        Ok(code) => match Signal::try_from(-code) {
+            Ok(signal) => format!("killed by {signal}"),
+            Err(_) => "ended".to_string(),
+        },
+        Err(_) => "ended".to_string(),
+    }
+}
+
+/// Stops every worker: `kill` with SIGKILL, otherwise by ending its task stream, after which
+/// an idle worker exits by itself. Reaps them all and settles every unfinished task.
+fn shutdown(state: &mut State, links: Vec<Link>, kill_them: bool, reason: Error) {
+    let workers = std::mem::take(&mut state.workers);
+    for worker in &workers {
+        if kill_them {
+            let _ = kill(worker.pid, Signal::SIGKILL);
+        } else {
+            // `shutdown` reaches the worker even if another process holds a copy of this
+            // socket, which closing it would not.
+            let _ = worker.tasks.shutdown(Shutdown::Both);
+        }
+    }
+    // Waiting for a worker to end is bounded: it was killed, or it is idle, reading its
+    // task stream, and leaves when that ends.
+    debug_assert_eq!(workers.len(), links.len());
+    for (worker, link) in workers.into_iter().zip(links) {
+        let Link {
+            results,
+            mut process,
+            ..
+        } = link;
+        drop(results);
+        reap(&mut process);
+        for job in worker.sent {
+            job.slot.settle(Err(reason.clone()));
+        }
+    }
+    for job in state.pending.drain(..) {
+        job.slot.settle(Err(reason.clone()));
+    }
+}
+
+/// The pool's own descriptors, which a new worker closes: it must hold no copy of another
+/// worker's socket or of the manager's.
+fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) -> Vec<RawFd> {
+    let mut fds = vec![shared.wake.as_raw_fd(), woken.as_raw_fd()];
+    fds.extend(state.workers.iter().map(|w| w.tasks.as_raw_fd()));
+    for link in links {
+        fds.push(link.results.as_raw_fd());
+        fds.extend(link.process.sentinel().map(|s| s.as_raw_fd()));
+    }
+    fds
+}
+
+/// Forks a worker. Runs on the manager thread only, which lives as long as the pool: the
+/// worker gets SIGKILL when the thread that forked it ends (`process.rs`).
+fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let tasks = ours.try_clone()?;
+    // Ask for a 256 KiB buffer; the kernel may give less. Queued tasks may use a quarter.
+    let _ = setsockopt(&ours, sockopt::SndBuf, &(256 << 10));
+    let budget = getsockopt(&ours, sockopt::SndBuf)? / 4;
+    inherited.extend([ours.as_raw_fd(), tasks.as_raw_fd()]);
+    let base = Instant::now();
+    // The child has only this thread. Locks that other threads held at the fork stay locked
+    // in it: the pool's state is one, and the worker never touches it (stdout and stderr are
+    // held across the fork, so a task can print). A task that waits on a lock another thread
+    // of the parent held at the fork waits for ever (see the README).
+    let mut process = Process::launch("ForkPoolWorker", move || {
+        process::forked(move || worker::run(&theirs, &inherited, base))
+    });
+    process.start()?;
+    let pid = Pid::from_raw(process.pid().expect("started"));
+    let worker = Worker {
+        pid,
+        tasks,
+        sent: VecDeque::new(),
+        quick: false,
+        since: Instant::now(),
+        gone: false,
+        sent_bytes: 0,
+        budget,
+        base,
+    };
+    Ok((
+        worker,
+        Link {
+            results: ours,
+            process,
+            received: Vec::new(),
+            eof: false,
+        },
+    ))
+}

@@ -1,0 +1,201 @@
+//! What the submitting threads and the manager thread share, under one mutex: the tasks no
+//! worker holds yet, and for each worker the tasks it was sent whose results have not come
+//! back. A worker runs its tasks one after the other and answers each in order, so the
+//! oldest task it holds is the one it is running; when it dies, that task fails and the
+//! tasks behind it, which had not started, go back to the front of the queue.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{Outcome, Ran, Slot};
+
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    /// Written to wake the manager for `close` and `terminate`.
+    pub(super) wake: UnixStream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Status {
+    Running,
+    Closed,
+    Terminated,
+}
+
+pub(super) struct State {
+    pub(super) status: Status,
+    /// Why the pool broke down, if it did: every later submission fails with it.
+    pub(super) broken: Option<String>,
+    /// The tasks no worker holds yet, oldest first.
+    pub(super) pending: VecDeque<Job>,
+    pub(super) workers: Vec<Worker>,
+}
+
+/// A task on its way: its frame, kept until the result comes in case another worker must
+/// run it, and where its result goes.
+pub(super) struct Job {
+    pub(super) frame: Vec<u8>,
+    pub(super) slot: Arc<Slot>,
+}
+
+/// A worker as the submitting threads see it: where to send tasks, and the tasks sent to it
+/// whose results have not come back, oldest first.
+pub(super) struct Worker {
+    pub(super) pid: Pid,
+    pub(super) tasks: UnixStream,
+    pub(super) sent: VecDeque<Job>,
+    /// Whether its last task took less than `QUICK`.
+    pub(super) quick: bool,
+    /// When its last result came, or when it was given a task while it had none.
+    pub(super) since: Instant,
+    /// A write to it failed: it is being killed and gets nothing more.
+    pub(super) gone: bool,
+    /// What its unfinished tasks take in its socket's buffer, at most.
+    pub(super) sent_bytes: usize,
+    /// How much of that buffer tasks beyond the first may take.
+    pub(super) budget: usize,
+    /// The moment just before its fork: the worker sends its tasks' times as offsets from it.
+    pub(super) base: Instant,
+}
+
+/// How many tasks a worker holds at once while its tasks are quick. It runs them back to
+/// back without waiting for the pool between them.
+const DEEP: usize = 8;
+/// A task quicker than this lets its worker hold `DEEP` tasks; a slower one, a single task.
+const QUICK: Duration = Duration::from_millis(1);
+/// What the kernel adds to each write in a socket's buffer, at most.
+const WRITE_OVERHEAD: usize = 1024;
+
+impl Worker {
+    /// How many more tasks it may be sent. One at a time while its tasks are slow (or not yet
+    /// known): then a task never waits behind a long one while another worker is free.
+    fn room(&self) -> usize {
+        let depth = if self.quick { DEEP } else { 1 };
+        if self.gone {
+            0
+        } else {
+            depth.saturating_sub(self.sent.len())
+        }
+    }
+
+    /// Settles its oldest task, which the worker ran to the end, from `start` to `end`
+    /// after `base`.
+    pub(super) fn finished(&mut self, outcome: Outcome, start: Duration, end: Duration) {
+        let now = Instant::now();
+        self.quick = now - self.since < QUICK;
+        self.since = now;
+        if let Some(job) = self.sent.pop_front() {
+            self.sent_bytes -= job.frame.len() + WRITE_OVERHEAD;
+            // Only a corrupt frame could overflow the clock; it would read as the fork's moment.
+            let at = |offset| self.base.checked_add(offset).unwrap_or(self.base);
+            let (pid, start, end) = (self.pid.as_raw(), at(start), at(end));
+            let _ = job.slot.ran.set(Ran { pid, start, end });
+            job.slot.settle(outcome);
+        }
+    }
+}
+
+impl State {
+    /// A running pool's state, before its first worker starts.
+    pub(super) fn new() -> State {
+        State {
+            status: Status::Running,
+            broken: None,
+            pending: VecDeque::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// Hands queued tasks to workers: first one to each worker that has none, then more to
+    /// the workers whose tasks are quick. A worker's share goes in one write.
+    pub(super) fn dispatch(&mut self) {
+        for fill in [false, true] {
+            for worker in &mut self.workers {
+                if self.pending.is_empty() {
+                    return;
+                }
+                let room = match fill {
+                    false if worker.sent.is_empty() => worker.room().min(1),
+                    false => 0,
+                    true => worker.room(),
+                };
+                if room > 0 {
+                    send(worker, &mut self.pending, room);
+                }
+            }
+        }
+    }
+
+    pub(super) fn idle(&self) -> bool {
+        self.pending.is_empty() && self.workers.iter().all(|w| w.sent.is_empty())
+    }
+}
+
+/// Sends up to `n` queued tasks to `worker`, in one write.
+fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
+    let mut jobs = Vec::new();
+    while let Some(job) = pending.front().filter(|_| jobs.len() < n) {
+        // A worker with no task is reading, so its first task may be of any size. Tasks
+        // behind it wait in the socket's buffer while the worker may be writing a result; if
+        // they did not fit there, this write would wait for the worker, and the worker for
+        // the manager, which waits for the lock this thread holds.
+        let bytes = worker.sent_bytes + job.frame.len() + WRITE_OVERHEAD;
+        if worker.sent_bytes > 0 && bytes > worker.budget {
+            break;
+        }
+        worker.sent_bytes = bytes;
+        jobs.push(pending.pop_front().unwrap());
+    }
+    let joined: Vec<u8>;
+    let bytes = match jobs.as_slice() {
+        [job] => &job.frame,
+        _ => {
+            joined = jobs.iter().flat_map(|job| &job.frame).copied().collect();
+            &joined
+        }
+    };
+    let (written, failed) = write_counting(&worker.tasks, bytes);
+    if worker.sent.is_empty() {
+        worker.since = Instant::now();
+    }
+    // Only the tasks the worker received whole can have started; the others go back to the
+    // queue. A worker that cannot be written to is killed, and the manager replaces it.
+    let mut end = 0;
+    let mut unsent = Vec::new();
+    for job in jobs {
+        end += job.frame.len();
+        if end <= written {
+            worker.sent.push_back(job);
+        } else {
+            worker.sent_bytes -= job.frame.len() + WRITE_OVERHEAD;
+            unsent.push(job);
+        }
+    }
+    if failed {
+        worker.gone = true;
+        let _ = kill(worker.pid, Signal::SIGKILL);
+    }
+    for job in unsent.into_iter().rev() {
+        pending.push_front(job);
+    }
+}
+
+/// Writes `bytes`; returns how many were written and whether the write failed.
+fn write_counting(mut to: &UnixStream, bytes: &[u8]) -> (usize, bool) {
+    let mut written = 0;
+    while written < bytes.len() {
+        match to.write(&bytes[written..]) {
+            Ok(0) => return (written, true),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return (written, true),
+        }
+    }
+    (written, false)
+}

@@ -1,0 +1,181 @@
+//! A worker, and the wire between it and the pool: one frame per task, one per result, on
+//! each worker's socketpair.
+//!
+//! A worker is a fork of the program (see `manager.rs`), so it holds the same code at the
+//! same addresses: a task frame carries the address of the task, a `fn(A) -> R`, and of the
+//! `Call` made for exactly that `A` and `R` (`call_one::<A, R>`), which decodes the JSON
+//! arguments, calls the task and encodes its result.
+
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::RawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Error, Outcome};
+use crate::panic_message::message;
+
+/// What a worker calls: decodes the arguments, calls the task, appends the encoded result.
+pub(super) type Call = fn(usize, &[u8], &mut Vec<u8>) -> Result<(), String>;
+
+/// A task frame: length of the rest (u32), the `Call` (u64), the task (u64), JSON arguments.
+const TASK_HEADER: usize = 4 + 8 + 8;
+/// A result frame: length of the rest (u32), kind (u8), when the task started and ended in
+/// nanoseconds after the worker's base instant (u64 each), JSON result or a message.
+const RESULT_HEADER: usize = 4 + 1 + 8 + 8;
+const RETURNED: u8 = 0;
+const PANICKED: u8 = 1;
+const UNCODABLE: u8 = 2;
+
+pub(super) fn task_frame<A: Serialize + ?Sized>(
+    call: Call,
+    task: usize,
+    args: &A,
+) -> Result<Vec<u8>, Error> {
+    let mut frame = vec![0; TASK_HEADER];
+    frame[4..12].copy_from_slice(&(call as usize as u64).to_le_bytes());
+    frame[12..20].copy_from_slice(&(task as u64).to_le_bytes());
+    serde_json::to_writer(&mut frame, args)
+        .map_err(|e| Error::Serde(format!("the arguments: {e}")))?;
+    let len =
+        u32::try_from(frame.len() - 4).map_err(|_| Error::Serde("arguments over 4 GiB".into()))?;
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    Ok(frame)
+}
+
+pub(super) fn call_one<A: DeserializeOwned, R: Serialize>(
+    task: usize,
+    args: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    // SAFETY: `task` is the address of a `fn(A) -> R` that `apply_async::<A, R>` sent together
+    // with this very function, `call_one::<A, R>`. This worker is a fork of the program that
+    // took the address, so the same function is at that address here.
+    let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
+    let args = serde_json::from_slice(args).map_err(|e| format!("the arguments: {e}"))?;
+    serde_json::to_writer(out, &task(args)).map_err(|e| format!("the result: {e}"))
+}
+
+pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
+    task: usize,
+    args: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    // SAFETY: as in `call_one`: `map::<A, R>` sent this function with a `fn(A) -> R`.
+    let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
+    let items: Vec<A> = serde_json::from_slice(args).map_err(|e| format!("the arguments: {e}"))?;
+    let results: Vec<R> = items.into_iter().map(task).collect();
+    serde_json::to_writer(out, &results).map_err(|e| format!("the result: {e}"))
+}
+
+/// The outcome of a result frame (without its length) and when its task started and ended,
+/// after the worker's base instant; `None` for a frame too short to be one.
+pub(super) fn result_of(frame: &[u8]) -> Option<(Outcome, Duration, Duration)> {
+    if frame.len() < RESULT_HEADER - 4 {
+        return None;
+    }
+    let (kind, body) = (frame[0], &frame[RESULT_HEADER - 4..]);
+    let nanos = |at: usize| u64::from_le_bytes(frame[at..at + 8].try_into().unwrap());
+    let (start, end) = (
+        Duration::from_nanos(nanos(1)),
+        Duration::from_nanos(nanos(9)),
+    );
+    let outcome = match kind {
+        RETURNED => Ok(body.to_vec()),
+        PANICKED => Err(Error::Panicked(String::from_utf8_lossy(body).into_owned())),
+        _ => Err(Error::Serde(String::from_utf8_lossy(body).into_owned())),
+    };
+    Some((outcome, start, end))
+}
+
+// ---- In the worker ----
+
+/// A worker's life, in the forked child: it closes the pool's descriptors it inherited (it
+/// must hold no copy of another worker's socket or of the manager's), then runs tasks from
+/// `sock` until the pool ends the stream. Returns the exit code.
+pub(super) fn run(sock: &UnixStream, inherited: &[RawFd], base: Instant) -> i32 {
+    for &fd in inherited {
+        // SAFETY: these descriptors belong to the parent's side of the pool. Their owners
+        // live in memory this process copied and never uses again: it never returns into
+        // the parent's code and ends with `_exit`, so nothing closes them a second time.
+        unsafe { libc::close(fd) };
+    }
+    serve(sock, base)
+}
+
+/// Runs tasks until the pool ends the task stream: 0, or 1 if the stream broke. Each result
+/// says when its task started and ended, after `base`.
+fn serve(sock: &UnixStream, base: Instant) -> i32 {
+    let mut reader = BufReader::with_capacity(64 * 1024, sock);
+    let mut args = Vec::new();
+    let mut out = Vec::new();
+    let mut reseeded = false;
+    loop {
+        let mut header = [0; TASK_HEADER];
+        match reader.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return 0,
+            Err(_) => return 1,
+        }
+        let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap()) as usize;
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
+        let (call, task) = (word(4), word(12));
+        let Some(args_len) = len.checked_sub(TASK_HEADER - 4) else {
+            return 1;
+        };
+        args.resize(args_len, 0);
+        if reader.read_exact(&mut args).is_err() {
+            return 1;
+        }
+        // SAFETY: only the pool writes to this socket, and it writes the address of a `Call`
+        // taken in the program this process is a fork of, where it is the same function.
+        let call = unsafe { std::mem::transmute::<usize, Call>(call) };
+        if !reseeded {
+            // A forked random generator repeats the parent's numbers in every worker: reseed
+            // the thread's generator from the OS before the first task, as Python's `random`
+            // does after a fork. (Before the first task, not at start: a pool that is never
+            // used pays nothing.)
+            let _ = rand::rng().reseed();
+            reseeded = true;
+        }
+        out.clear();
+        out.resize(RESULT_HEADER, 0);
+        let start = base.elapsed();
+        let kind = match panic::catch_unwind(AssertUnwindSafe(|| call(task, &args, &mut out))) {
+            Ok(Ok(())) => RETURNED,
+            Ok(Err(why)) => {
+                out.truncate(RESULT_HEADER);
+                out.extend_from_slice(why.as_bytes());
+                UNCODABLE
+            }
+            Err(payload) => {
+                out.truncate(RESULT_HEADER);
+                out.extend_from_slice(message(&*payload).as_bytes());
+                PANICKED
+            }
+        };
+        let (kind, len) = match u32::try_from(out.len() - 4) {
+            Ok(len) => (kind, len),
+            Err(_) => {
+                out.truncate(RESULT_HEADER);
+                out.extend_from_slice(b"the result: over 4 GiB");
+                (UNCODABLE, (out.len() - 4) as u32)
+            }
+        };
+        let nanos = |d: Duration| {
+            u64::try_from(d.as_nanos())
+                .unwrap_or(u64::MAX)
+                .to_le_bytes()
+        };
+        out[..4].copy_from_slice(&len.to_le_bytes());
+        out[4] = kind;
+        out[5..13].copy_from_slice(&nanos(start));
+        out[13..21].copy_from_slice(&nanos(base.elapsed()));
+        if (&*sock).write_all(&out).is_err() {
+            return 1;
+        }
+    }
+}
