@@ -38,7 +38,7 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -147,10 +147,11 @@ pub struct Connection {
 
 /// Frame length prefix.
 const HEADER: usize = 4;
-/// Messages up to this size are encoded into a buffer and written with one call; larger ones
-/// are encoded straight into the socket.
-const STREAM: usize = 64 << 10;
-/// A receive buffer larger than this is given back after the message instead of kept.
+/// A piece of an encoded value this long or longer is written from where it is, not copied.
+const BULK: usize = 4 << 10;
+/// A body this long or longer is read straight from the socket, not through the read buffer.
+const DIRECT: usize = 16 << 10;
+/// A receive buffer larger than this is given back after a message of less than half its size.
 const KEEP: usize = 4 << 20;
 
 impl Connection {
@@ -180,23 +181,23 @@ impl Connection {
         let header = u32::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message larger than 4 GiB"))?
             .to_le_bytes();
-        let mut socket = self.socket.get_ref();
-        if len <= STREAM {
-            // Header and body in one write call: a small message is one system call.
-            let buf = &mut self.send_buf;
-            buf.clear();
-            buf.extend_from_slice(&header);
-            postcard::to_io(value, &mut *buf).map_err(Error::Data)?;
-            socket.write_all(buf)?;
-        } else {
-            // A large value is encoded straight into the socket: its bulk bytes (a `Bytes`,
-            // a `String`) go from where they are to the kernel without a copy on the way.
-            let mut out = BufWriter::with_capacity(STREAM, socket);
-            out.write_all(&header)?;
-            postcard::to_io(value, &mut out).map_err(Error::Data)?;
-            out.flush()?;
+        // Small pieces (the header, lengths, numbers) gather in `send_buf`; a bulk piece (a
+        // `Bytes`, a long `String`) goes out with them in one `writev`, straight from where it
+        // is: a small message is one system call, and a large one is not copied on the way.
+        self.send_buf.clear();
+        self.send_buf.extend_from_slice(&header);
+        let mut out = Gather {
+            socket: self.socket.get_ref(),
+            pending: &mut self.send_buf,
+            failed: None,
+        };
+        let encoded = postcard::to_io(value, &mut out).map(drop);
+        // postcard reports a failed write as its own error: the socket's comes first.
+        if let Some(e) = out.failed.take() {
+            return Err(e.into());
         }
-        Ok(())
+        // postcard flushes at the end: what is still pending is written by then.
+        encoded.map_err(Error::Data)
     }
 
     /// Python's `recv()`: waits for the next value. `Error::Eof` once the other end is
@@ -209,17 +210,30 @@ impl Connection {
         let mut header = [0; HEADER];
         read_exact(&mut self.socket, &mut header)?;
         let len = u32::from_le_bytes(header) as usize;
+        // `recv_buf` is kept initialised (zeroed when it grows), so that reading into it
+        // needs no zeroing per message.
         let mut buf = std::mem::take(&mut self.recv_buf);
-        buf.clear();
-        buf.reserve(len);
-        // A large body skips the read buffer and lands straight in `buf`, without zeroing it first.
-        let read = (&mut self.socket).take(len as u64).read_to_end(&mut buf);
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let body = &mut buf[..len];
+        let read = if len < DIRECT {
+            self.socket.read_exact(body)
+        } else {
+            // What the read buffer holds of the body, then the rest straight from the socket,
+            // in as few calls as the socket allows: no copy on the way.
+            let buffered = self.socket.buffer().len().min(len);
+            body[..buffered].copy_from_slice(&self.socket.buffer()[..buffered]);
+            self.socket.consume(buffered);
+            self.socket.get_ref().read_exact(&mut body[buffered..])
+        };
         let result = match read {
-            Ok(n) if n == len => decode(&buf),
-            Ok(_) => Err(Error::Eof),
+            Ok(()) => decode(body),
             Err(e) => Err(eof_or(e)),
         };
-        if buf.capacity() <= KEEP {
+        // Kept while messages stay about its size, so that a stream of large messages does
+        // not allocate (and fault in) a fresh buffer each; given back after a much smaller one.
+        if buf.len() <= KEEP.max(2 * len) {
             self.recv_buf = buf;
         }
         result
@@ -294,6 +308,57 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("fd", &self.socket.get_ref().as_raw_fd())
             .finish()
+    }
+}
+
+/// A frame on its way out: small pieces gather in `pending`, and a bulk piece leaves with
+/// them in one `writev`.
+struct Gather<'a> {
+    socket: &'a UnixStream,
+    pending: &'a mut Vec<u8>,
+    /// Why a write failed, which postcard would otherwise report as a full buffer.
+    failed: Option<io::Error>,
+}
+
+impl Gather<'_> {
+    /// `pending`, then `piece`, in as few `writev` calls as the socket allows.
+    fn write_both(&mut self, piece: &[u8]) -> io::Result<()> {
+        let mut slices = [IoSlice::new(self.pending), IoSlice::new(piece)];
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.socket.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+impl Write for Gather<'_> {
+    fn write(&mut self, piece: &[u8]) -> io::Result<usize> {
+        if piece.len() < BULK {
+            self.pending.extend_from_slice(piece);
+        } else if let Err(e) = self.write_both(piece) {
+            let kind = e.kind();
+            self.failed = Some(e);
+            return Err(kind.into());
+        }
+        Ok(piece.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut socket = self.socket;
+        if let Err(e) = socket.write_all(self.pending) {
+            let kind = e.kind();
+            self.failed = Some(e);
+            return Err(kind.into());
+        }
+        self.pending.clear();
+        Ok(())
     }
 }
 
@@ -492,6 +557,53 @@ mod tests {
         let (mut a, mut b) = pipe().unwrap();
         a.send(&"not a number").unwrap();
         assert!(matches!(b.recv::<u64>(), Err(Error::Data(_))));
+    }
+
+    #[test]
+    fn messages_of_every_size_arrive_whole_between_small_ones() {
+        // Around each threshold: a piece written from where it is (BULK), a body read
+        // straight from the socket (DIRECT), a receive buffer kept or given back (KEEP).
+        let sizes = [
+            0,
+            1,
+            BULK - 1,
+            BULK,
+            DIRECT - 1,
+            DIRECT,
+            64 << 10,
+            KEEP,
+            KEEP + 1,
+            3 * KEEP,
+            3 * KEEP + 7,
+            5,
+        ];
+        fn pattern(size: usize) -> Vec<u8> {
+            (0..size).map(|i| (i * 31 + size) as u8).collect()
+        }
+        let (mut parent, child) = pipe().unwrap();
+        let mut p = Process::new(
+            move |mut conn: Connection| {
+                for size in sizes {
+                    conn.send(serde_bytes::Bytes::new(&pattern(size))).unwrap();
+                    conn.send(&(size as u64)).unwrap();
+                    // A value with a bulk piece between small ones.
+                    let text = "é".repeat(size / 2);
+                    conn.send(&(size as u32, text, size as u8)).unwrap();
+                }
+            },
+            child,
+        );
+        p.start().unwrap();
+        for size in sizes {
+            let got: serde_bytes::ByteBuf = parent.recv().unwrap();
+            assert!(got.as_slice() == pattern(size), "{size} bytes");
+            assert_eq!(parent.recv::<u64>().unwrap(), size as u64);
+            let (n, text, last): (u32, String, u8) = parent.recv().unwrap();
+            assert_eq!((n, last), (size as u32, size as u8));
+            assert!(text == "é".repeat(size / 2), "{size} bytes of text");
+        }
+        assert!(matches!(parent.recv::<u8>(), Err(Error::Eof)));
+        assert_eq!(p.join().unwrap(), 0);
     }
 
     #[test]
