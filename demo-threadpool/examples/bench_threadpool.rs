@@ -5,7 +5,7 @@
 //!
 //! | id | row |
 //! |---|---|
-//! | `threadpool.map` | thread pool map, 1M no-op items |
+//! | `threadpool.map` | thread pool map, no-op items |
 //!
 //! Prints `bench<TAB>id<TAB>who<TAB>median<TAB>unit` lines for `cargo xtask bench`.
 //! Run with: `cargo run --release -p demo-threadpool --example bench_threadpool` (`BENCH_QUICK=1` for fewer repeats)
