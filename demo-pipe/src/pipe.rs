@@ -37,6 +37,7 @@
 //! assert_eq!(sum, 3);
 //! ```
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -48,6 +49,7 @@ use std::time::Duration;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
 
 /// Python's `Pipe()`: two ends, each of which can send and receive.
 pub fn pipe() -> io::Result<(Connection, Connection)> {
@@ -149,6 +151,8 @@ pub struct Connection {
 const HEADER: usize = 4;
 /// A piece of an encoded value this long or longer is written from where it is, not copied.
 const BULK: usize = 4 << 10;
+/// A frame this long or longer whose value is one run of bytes is read into the value itself.
+const RUN: usize = 1 << 10;
 /// A body this long or longer is read straight from the socket, not through the read buffer.
 const DIRECT: usize = 16 << 10;
 /// A receive buffer larger than this is given back after a message of less than half its size.
@@ -202,7 +206,10 @@ impl Connection {
 
     /// Python's `recv()`: waits for the next value. `Error::Eof` once the other end is
     /// closed and every message it sent has been read.
-    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+    ///
+    /// A `serde_bytes::ByteBuf`, a `Vec<u8>` or a `String` of 1 KiB or more is read from the
+    /// socket straight into the vector that becomes the value, without a copy on the way.
+    pub fn recv<T: DeserializeOwned + 'static>(&mut self) -> Result<T, Error> {
         if self.mode == Mode::SendOnly {
             return Err(io::Error::other("connection is write-only").into());
         }
@@ -210,6 +217,17 @@ impl Connection {
         let mut header = [0; HEADER];
         read_exact(&mut self.socket, &mut header)?;
         let len = u32::from_le_bytes(header) as usize;
+        let mut prefix = Vec::new();
+        if len >= RUN && is_one_run::<T>() {
+            match self.recv_run::<T>(len)? {
+                Run::Value(value) => {
+                    return Ok(*value.downcast::<T>().expect("the type was checked"));
+                }
+                // Another type was sent: the bytes read so far start the frame.
+                Run::Not(read) => prefix = read,
+            }
+        }
+        let len = len - prefix.len();
         // `recv_buf` is kept initialised (zeroed when it grows), so that reading into it
         // needs no zeroing per message.
         let mut buf = std::mem::take(&mut self.recv_buf);
@@ -228,7 +246,8 @@ impl Connection {
             self.socket.get_ref().read_exact(&mut body[buffered..])
         };
         let result = match read {
-            Ok(()) => decode(body),
+            Ok(()) if prefix.is_empty() => decode(body),
+            Ok(()) => decode(&[&prefix[..], body].concat()),
             Err(e) => Err(eof_or(e)),
         };
         // Kept while messages stay about its size, so that a stream of large messages does
@@ -237,6 +256,52 @@ impl Connection {
             self.recv_buf = buf;
         }
         result
+    }
+
+    /// A frame of `len` bytes whose value is one run of bytes (see `is_one_run`): the run's
+    /// length, then the run read straight from the socket into the vector that becomes the
+    /// value, with no copy on the way. If the length says that the frame holds something
+    /// else, the bytes read so far, for `recv` to read the rest after them.
+    fn recv_run<T: 'static>(&mut self, len: usize) -> Result<Run, Error> {
+        // postcard's length: 7 bits a byte, low first, the high bit set on all but the last.
+        let mut read = Vec::new();
+        let mut run = 0u64;
+        loop {
+            let mut byte = [0];
+            read_exact(&mut self.socket, &mut byte)?;
+            read.push(byte[0]);
+            run |= u64::from(byte[0] & 0x7f) << (7 * (read.len() - 1));
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+            if read.len() == 10 || read.len() == len {
+                return Ok(Run::Not(read));
+            }
+        }
+        if run != (len - read.len()) as u64 {
+            return Ok(Run::Not(read));
+        }
+        let run = run as usize;
+        let mut bytes = Vec::with_capacity(run);
+        let buffered = self.socket.buffer().len().min(run);
+        bytes.extend_from_slice(&self.socket.buffer()[..buffered]);
+        self.socket.consume(buffered);
+        // Straight into `bytes`, without zeroing it first, in as few calls as the socket allows.
+        let rest = (run - buffered) as u64;
+        match self.socket.get_ref().take(rest).read_to_end(&mut bytes) {
+            Ok(_) if bytes.len() == run => {}
+            Ok(_) => return Err(Error::Eof),
+            Err(e) => return Err(eof_or(e)),
+        }
+        let value: Box<dyn Any> = if TypeId::of::<T>() == TypeId::of::<String>() {
+            let text = String::from_utf8(bytes);
+            Box::new(text.map_err(|_| Error::Data(postcard::Error::DeserializeBadUtf8))?)
+        } else if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+            Box::new(bytes)
+        } else {
+            Box::new(ByteBuf::from(bytes))
+        };
+        Ok(Run::Value(value))
     }
 
     /// Python's `poll(timeout)`: whether `recv` would return at once, waiting at most
@@ -360,6 +425,25 @@ impl Write for Gather<'_> {
         self.pending.clear();
         Ok(())
     }
+}
+
+/// The types whose postcard encoding is one run of bytes, its length first: `recv` reads a
+/// large one straight into the value. Any other type is decoded from the frame as a whole.
+fn is_one_run<T: 'static>() -> bool {
+    [
+        TypeId::of::<ByteBuf>(),
+        TypeId::of::<Vec<u8>>(),
+        TypeId::of::<String>(),
+    ]
+    .contains(&TypeId::of::<T>())
+}
+
+/// What `recv_run` found.
+enum Run {
+    /// The value, of the type `recv` asked for.
+    Value(Box<dyn Any>),
+    /// The frame holds something else: the bytes read of it so far.
+    Not(Vec<u8>),
 }
 
 /// Decodes a whole frame: bytes left over mean the sender sent some other type.
@@ -604,6 +688,28 @@ mod tests {
         }
         assert!(matches!(parent.recv::<u8>(), Err(Error::Eof)));
         assert_eq!(p.join().unwrap(), 0);
+    }
+
+    #[test]
+    fn bytes_and_strings_read_into_the_value_and_other_frames_are_decoded_whole() {
+        let (mut a, mut b) = pipe().unwrap();
+        let bytes: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
+        a.send(serde_bytes::Bytes::new(&bytes)).unwrap();
+        a.send(&bytes).unwrap(); // A `Vec<u8>` without serde_bytes: the same bytes on the wire.
+        a.send(&"ü".repeat(1000)).unwrap();
+        assert!(b.recv::<ByteBuf>().unwrap().as_slice() == bytes.as_slice());
+        assert!(b.recv::<Vec<u8>>().unwrap() == bytes);
+        assert!(b.recv::<String>().unwrap() == "ü".repeat(1000));
+        // Not a run of bytes: a number that is not the length, then 2000 bytes.
+        a.send(&(5000u64, serde_bytes::Bytes::new(&[1u8; 2000])))
+            .unwrap();
+        // Bytes that are not UTF-8, asked for as a `String`.
+        a.send(serde_bytes::Bytes::new(&[0xff; 2000])).unwrap();
+        a.send(&"after").unwrap();
+        assert!(matches!(b.recv::<ByteBuf>(), Err(Error::Data(_))));
+        assert!(matches!(b.recv::<String>(), Err(Error::Data(_))));
+        // Each wrong frame was read whole: the next message is intact.
+        assert_eq!(b.recv::<String>().unwrap(), "after");
     }
 
     #[test]
