@@ -27,12 +27,21 @@ compile_error!(
      makes it die with the pool (PR_SET_PDEATHSIG), and this target has neither"
 );
 
+// Private here: a pool's values cross as JSON, which carries no descriptor. The spawn
+// bootstrap uses it to hand a worker its socket.
+#[cfg(target_os = "linux")]
+#[allow(unused_imports)]
+mod fds;
+#[cfg(target_os = "linux")]
+mod forkserver;
 #[cfg(target_os = "linux")]
 mod panic_message;
 #[cfg(target_os = "linux")]
 mod pool;
 #[cfg(target_os = "linux")]
 mod process;
+#[cfg(target_os = "linux")]
+mod spawn;
 
 /// # Example
 ///
@@ -85,3 +94,7 @@ pub use pool::AsyncResult;
 pub use pool::Pool;
 #[cfg(target_os = "linux")]
 pub use pool::{Error, Ran};
+#[cfg(target_os = "linux")]
+pub use process::{StartMethod, exit_now};
+#[cfg(target_os = "linux")]
+pub use spawn::run_if_spawned;

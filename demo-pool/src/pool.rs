@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::process::StartMethod;
 use state::{Job, Shared, State, Status};
 
 /// What went wrong with the pool or with one task. Asking a result again gives the same error.
@@ -99,6 +100,7 @@ impl std::error::Error for Error {}
 pub struct Pool {
     shared: Arc<Shared>,
     manager: Option<JoinHandle<()>>,
+    method: StartMethod,
 }
 
 /// The result of `apply_async`, settled when the task ends, its worker dies or the pool ends.
@@ -121,8 +123,25 @@ pub struct Ran {
 }
 
 impl Pool {
-    /// Python's `Pool(processes)`: starts the workers. `None` means one per CPU.
+    /// Python's `Pool(processes)`: starts the workers by the default start method,
+    /// [`Pool::DEFAULT_START_METHOD`]. `None` means one per CPU.
     pub fn new(processes: impl Into<Option<usize>>) -> io::Result<Pool> {
+        Pool::with_start_method(processes, Pool::DEFAULT_START_METHOD)
+    }
+
+    /// The start method of `Pool::new`: fork. It needs nothing of the program and starts a
+    /// worker fastest, but a task must not wait on a lock another thread may hold (the
+    /// crate's README measures the three methods and says why).
+    pub const DEFAULT_START_METHOD: StartMethod = StartMethod::Fork;
+
+    /// Python's `Pool(processes, context=get_context(method))`: starts the workers by
+    /// `method`. Spawn and forkserver need [`run_if_spawned`](crate::run_if_spawned) first
+    /// thing in the program's `main` (a spawned worker is this program run again, and that
+    /// call is where it becomes a worker); without it, this is an error that says so.
+    pub fn with_start_method(
+        processes: impl Into<Option<usize>>,
+        method: StartMethod,
+    ) -> io::Result<Pool> {
         let n = match processes.into() {
             Some(n) => n,
             None => thread::available_parallelism()?.get(),
@@ -144,11 +163,12 @@ impl Pool {
         // `[pid N]` for an unnamed thread. Tasks run on its stack, so give it a main-sized one.
         let manager = thread::Builder::new()
             .stack_size(8 << 20)
-            .spawn(move || manager::run(&manager_shared, woken, n, started_tx))?;
+            .spawn(move || manager::run(&manager_shared, woken, n, method, started_tx))?;
         match started.recv() {
             Ok(Ok(())) => Ok(Pool {
                 shared,
                 manager: Some(manager),
+                method,
             }),
             Ok(Err(e)) => {
                 let _ = manager.join();
@@ -161,6 +181,11 @@ impl Pool {
                 ))
             }
         }
+    }
+
+    /// How this pool starts its workers.
+    pub fn start_method(&self) -> StartMethod {
+        self.method
     }
 
     /// The pids of the workers now running.
