@@ -68,10 +68,7 @@ fn main() -> ExitCode {
     demo::one_line_panics();
     run_if_spawned();
     let mut args = Args::parse(USAGE);
-    let method = args
-        .value("--start-method")
-        .map(|m| m.parse().unwrap_or_else(fail));
-    let method = method.unwrap_or(Pool::DEFAULT_START_METHOD);
+    let method = tour::start_method(args.value("--start-method"));
     let picture = args.value("--timeline");
     args.finish();
     // A file that cannot be written stops the demo before it starts, as a bad flag does.
