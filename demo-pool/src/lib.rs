@@ -1,10 +1,13 @@
-//! Python's `multiprocessing.Pool` in Rust: a [`Pool`] of worker processes, forked once and
+//! Python's `multiprocessing.Pool` in Rust: a [`Pool`] of worker processes, started once and
 //! fed tasks, with `apply_async`, `apply`, `map`, `close`, `join` and `terminate`, and an
 //! [`AsyncResult`] for each task.
 //!
-//! A task is a plain `fn(A) -> R` whose argument and result are serde values: the workers are
-//! forks of this program, so the task's address means the same function there. A closure
-//! that captures nothing is a `fn` too.
+//! A task is a plain `fn(A) -> R` whose argument and result are serde values. The workers
+//! start by fork (the default), spawn or forkserver ([`Pool::with_start_method`], Python's
+//! `get_context(method).Pool(n)`): each is an image of this same executable file, so the
+//! task's distance from a fixed function of the file names the same function there. A closure
+//! that captures nothing is a `fn` too. Spawn and forkserver need [`run_if_spawned`] first
+//! thing in `main`.
 //!
 //! What this pool promises that Python's does not:
 //!
@@ -16,8 +19,8 @@
 //! - every result is settled when the pool ends, so a `get()` never waits on a pool that is
 //!   gone.
 //!
-//! Linux only (pidfd, `PR_SET_PDEATHSIG`); a build elsewhere stops with one error that says
-//! so.
+//! Linux only (pidfd, `PR_SET_PDEATHSIG`, `/proc/self/exe`); a build elsewhere stops with one
+//! error that says so.
 
 #![warn(missing_docs)]
 
@@ -96,5 +99,28 @@ pub use pool::Pool;
 pub use pool::{Error, Ran};
 #[cfg(target_os = "linux")]
 pub use process::{StartMethod, exit_now};
+/// # Example
+///
+/// A pool under each start method, as Python's `get_context(method).Pool(2)`. A program
+/// whose pools spawn their workers calls `run_if_spawned` first thing in its `main` (here
+/// the doctest's own), tests with their own `main` included (`harness = false`):
+///
+/// ```
+/// use demo_pool::{Pool, StartMethod, run_if_spawned};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     // A spawned worker is this program run again: it becomes a worker here.
+///     run_if_spawned();
+///     for method in StartMethod::ALL {
+///         let pool = Pool::with_start_method(2, method)?;
+///         assert_eq!(pool.map(square, 0..4)?, [0, 1, 4, 9]);
+///     }
+///     Ok(())
+/// }
+/// ```
 #[cfg(target_os = "linux")]
 pub use spawn::run_if_spawned;

@@ -2,13 +2,14 @@
 //! `apply`, `map`, `close`, `join`, `terminate`, and an `AsyncResult` with `get`,
 //! `get_timeout`, `ready` and `successful`, and `ran`: which worker ran the task, and when.
 //!
-//! How a task reaches a worker: the workers are forked from this program, so they hold the
-//! same code at the same addresses. A task is a plain `fn(A) -> R`; the pool sends its address
-//! together with the address of `call_one::<A, R>`, a function made for exactly that `A` and
-//! `R`, which decodes the JSON arguments, calls the task and encodes its result. The compiler
-//! checks that task, arguments and result agree; serde carries the values. A closure that
-//! captures nothing is a `fn` too; one that captures is refused at compile time, much as
-//! Python's pickle refuses a lambda.
+//! How a task reaches a worker: every worker is an image of this same executable file, a fork
+//! of this process or, under spawn and forkserver, the file run again (whose bootstrap checks
+//! that it is the same file). A task is a plain `fn(A) -> R`; the pool sends its offset from a
+//! fixed function of the file, together with the offset of `call_one::<A, R>`, a function made
+//! for exactly that `A` and `R`, which decodes the JSON arguments, calls the task and encodes
+//! its result. The compiler checks that task, arguments and result agree; serde carries the
+//! values. A closure that captures nothing is a `fn` too; one that captures is refused at
+//! compile time, much as Python's pickle refuses a lambda.
 //!
 //! What this pool promises that Python's does not:
 //! - a worker killed in the middle of a task (`kill -9`) fails that task's `get()` with an
@@ -24,9 +25,9 @@
 //! - this file: the API, `Pool` and `AsyncResult`, and the slot a result is settled in;
 //! - `state.rs`: what the submitting threads and the manager share: the queue of tasks, the
 //!   workers, and which tasks each worker holds;
-//! - `manager.rs`: the manager thread, one per pool. It forks every worker, the first ones and
-//!   each replacement, because the parent-death signal fires when the *thread* that forked
-//!   exits: the forking thread must live exactly as long as the pool. It reads results and
+//! - `manager.rs`: the manager thread, one per pool. It starts every worker, the first ones
+//!   and each replacement, because the parent-death signal fires when the *thread* that
+//!   started a process exits: that thread must live exactly as long as the pool. It reads results and
 //!   watches each worker through a pidfd;
 //! - `worker.rs`: a worker, and the wire format of tasks and results. Each worker has one
 //!   socketpair and runs one task at a time, so the pool always knows which task a dead
@@ -71,7 +72,7 @@ pub enum Error {
     Timeout,
     /// The pool was terminated before the task finished.
     Terminated,
-    /// The pool could not go on, for example a replacement worker could not be forked.
+    /// The pool could not go on, for example a replacement worker could not be started.
     Broken(String),
     /// The arguments or the result could not be encoded or decoded.
     Serde(String),
@@ -110,8 +111,8 @@ pub struct AsyncResult<R> {
 }
 
 /// Where and when a task ran: the pid of the worker, and the moments the task started and
-/// ended there, on the clock of `Instant::now()` (a worker is a fork of this program and reads
-/// the same monotonic clock).
+/// ended there, on the clock of `Instant::now()` (the machine's monotonic clock, which every
+/// worker reads too, whatever its start method).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ran {
     /// The pid of the worker that ran the task.

@@ -13,7 +13,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use demo_pool::{Error, Pool};
+use demo_pool::{Error, Pool, StartMethod};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
@@ -317,4 +317,16 @@ fn each_worker_draws_its_own_random_numbers() {
     rendezvous.release(2);
     let [(_, a), (_, b)] = [pair[0].get().unwrap(), pair[1].get().unwrap()];
     assert_ne!(a, b);
+}
+
+/// This test binary never calls `run_if_spawned` (libtest owns its `main`): a pool that would
+/// spawn its workers says what is missing instead of starting the test binary again.
+#[test]
+fn spawn_and_forkserver_without_run_if_spawned_are_a_clear_error() {
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        let err = Pool::with_start_method(1, method).err().unwrap();
+        assert!(err.to_string().contains("run_if_spawned"), "{err}");
+    }
+    assert_eq!(Pool::DEFAULT_START_METHOD, StartMethod::Fork);
+    assert!(Pool::new(1).is_ok());
 }

@@ -106,7 +106,10 @@ const START_METHODS: [&str; 3] = ["src/spawn.rs", "src/forkserver.rs", "src/fds.
 fn start_method_files_come_together() {
     for name in demos::discover().unwrap() {
         let dir = root().join(&name);
-        let has: Vec<bool> = START_METHODS.iter().map(|f| dir.join(f).is_file()).collect();
+        let has: Vec<bool> = START_METHODS
+            .iter()
+            .map(|f| dir.join(f).is_file())
+            .collect();
         assert!(
             has.iter().all(|&h| h == has[0]),
             "{name} has some of {START_METHODS:?} but not all: copy the three together"
