@@ -213,8 +213,7 @@ fn run(opts: &Options, method: StartMethod) -> Result<i32, String> {
             }
         }
     }
-    for i in 0..next as usize {
-        let n = runs[i];
+    for (i, &n) in runs.iter().enumerate() {
         tally.duplicated += n.saturating_sub(1);
         if n == 0 && results.ok.get(i).copied().unwrap_or(false) {
             eprintln!("chaos_pool: task {i} has a result but never ran");
