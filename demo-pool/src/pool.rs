@@ -6,7 +6,7 @@
 //! of this process or, under spawn and forkserver, the file run again (whose bootstrap checks
 //! that it is the same file). A task is a plain `fn(A) -> R`; the pool sends its offset from a
 //! fixed function of the file, together with the offset of `call_one::<A, R>`, a function made
-//! for exactly that `A` and `R`, which decodes the JSON arguments, calls the task and encodes
+//! for exactly that `A` and `R`, which decodes the arguments (postcard), calls the task and encodes
 //! its result. The compiler checks that task, arguments and result agree; serde carries the
 //! values. A closure that captures nothing is a `fn` too; one that captures is refused at
 //! compile time, much as Python's pickle refuses a lambda.
@@ -348,8 +348,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         loop {
             match &*outcome {
                 Some(Ok(bytes)) => {
-                    return serde_json::from_slice(bytes)
-                        .map_err(|e| Error::Serde(format!("the result: {e}")));
+                    return postcard::from_bytes(bytes)
+                        .map_err(|e| Error::Serde(worker::uncodable("the result", e)));
                 }
                 Some(Err(e)) => return Err(e.clone()),
                 None => {}

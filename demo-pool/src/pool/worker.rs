@@ -6,8 +6,8 @@
 //! another image (another ASLR base), but its distance from a fixed function of the same file,
 //! `anchor`, is the same in every image of it. So a task frame carries two such offsets: of the
 //! task, a `fn(A) -> R`, and of the `Call` made for exactly that `A` and `R`
-//! (`call_one::<A, R>`), which decodes the JSON arguments, calls the task and encodes its
-//! result. A spawned or forkserver worker reaches `spawned` only through the bootstrap of
+//! (`call_one::<A, R>`), which decodes the arguments (postcard), calls the task and encodes
+//! its result. A spawned or forkserver worker reaches `spawned` only through the bootstrap of
 //! `spawn.rs`, which first checks that it runs the very file the pool runs.
 
 use std::io::{self, BufReader, Read, Write};
@@ -28,10 +28,10 @@ use crate::process;
 pub(super) type Call = fn(usize, &[u8], &mut Vec<u8>) -> Result<(), String>;
 
 /// A task frame: length of the rest (u32), the offsets of the `Call` and of the task from
-/// `anchor` (u64 each), JSON arguments.
+/// `anchor` (u64 each), the arguments (postcard).
 const TASK_HEADER: usize = 4 + 8 + 8;
 /// A result frame: length of the rest (u32), kind (u8), when the task started and ended in
-/// nanoseconds after the pool's base moment (u64 each), JSON result or a message.
+/// nanoseconds after the pool's base moment (u64 each), the result (postcard) or a message.
 const RESULT_HEADER: usize = 4 + 1 + 8 + 8;
 const RETURNED: u8 = 0;
 const PANICKED: u8 = 1;
@@ -58,8 +58,7 @@ pub(super) fn task_frame<A: Serialize + ?Sized>(
     let mut frame = vec![0; TASK_HEADER];
     frame[4..12].copy_from_slice(&offset_of(call as usize).to_le_bytes());
     frame[12..20].copy_from_slice(&offset_of(task).to_le_bytes());
-    serde_json::to_writer(&mut frame, args)
-        .map_err(|e| Error::Serde(format!("the arguments: {e}")))?;
+    postcard::to_io(args, &mut frame).map_err(|e| Error::Serde(uncodable("the arguments", e)))?;
     let len =
         u32::try_from(frame.len() - 4).map_err(|_| Error::Serde("arguments over 4 GiB".into()))?;
     frame[..4].copy_from_slice(&len.to_le_bytes());
@@ -75,8 +74,10 @@ pub(super) fn call_one<A: DeserializeOwned, R: Serialize>(
     // sent together with this very function, `call_one::<A, R>`: `serve` found both at the
     // offsets the pool took from `anchor` in an image of this same file (see `serve`).
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
-    let args = serde_json::from_slice(args).map_err(|e| format!("the arguments: {e}"))?;
-    serde_json::to_writer(out, &task(args)).map_err(|e| format!("the result: {e}"))
+    let args = postcard::from_bytes(args).map_err(|e| uncodable("the arguments", e))?;
+    let result = task(args);
+    postcard::to_io(&result, out).map_err(|e| uncodable("the result", e))?;
+    Ok(())
 }
 
 pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
@@ -86,9 +87,18 @@ pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
 ) -> Result<(), String> {
     // SAFETY: as in `call_one`: `map::<A, R>` sent this function with a `fn(A) -> R`.
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
-    let items: Vec<A> = serde_json::from_slice(args).map_err(|e| format!("the arguments: {e}"))?;
+    let items: Vec<A> = postcard::from_bytes(args).map_err(|e| uncodable("the arguments", e))?;
     let results: Vec<R> = items.into_iter().map(task).collect();
-    serde_json::to_writer(out, &results).map_err(|e| format!("the result: {e}"))
+    postcard::to_io(&results, out).map_err(|e| uncodable("the result", e))?;
+    Ok(())
+}
+
+/// Why `what` (the arguments, the result) could not cross, in one sentence.
+pub(super) fn uncodable(what: &str, e: postcard::Error) -> String {
+    format!(
+        "{what} with postcard ({e}); postcard carries serde types whose shape the type says \
+         (not untagged enums, flatten or serde_json::Value)"
+    )
 }
 
 /// The outcome of a result frame (without its length) and when its task started and ended,
