@@ -7,6 +7,7 @@
 //! | id | row |
 //! |---|---|
 //! | `pool.apply_async` | pool apply_async+get, tiny tasks |
+//! | `pool.apply` | pool apply round trip, one task at a time |
 //! | `pool.map` | pool map, tiny items |
 //! | `pool.create_join` | Pool(4) create+close+join, fork |
 //! | `pool.create_join.spawn` | Pool(4) create+close+join, spawn |
@@ -15,12 +16,14 @@
 //! The bare costs (`limit`): fork, four forks and their reaping; spawn, four runs of this
 //! executable (posix_spawn of /proc/self/exe) that exit at once, and their reaping; forkserver,
 //! four requests to a server process that forks a child that exits at once and sends back its
-//! pidfd (`SCM_RIGHTS`), and the wait for each child's end.
+//! pidfd (`SCM_RIGHTS`), and the wait for each child's end. For `pool.apply`, a round trip of
+//! 8 bytes over a socketpair to a forked child that echoes them.
 //!
 //! Run with: `cargo run --release -p demo-pool --example bench_pool` (`BENCH_QUICK=1` for a short run)
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Instant;
 
@@ -56,6 +59,7 @@ fn main() {
     // measurements left in memory. python/bench.py does the same. The bare server is forked
     // now, while this process has one thread, as a forkserver is.
     let server = BareServer::start();
+    let echo = Echo::start();
     for method in StartMethod::ALL {
         let ms = median(repeats * 3, || {
             let start = Instant::now();
@@ -91,6 +95,23 @@ fn main() {
         tasks as f64 / start.elapsed().as_secs_f64()
     });
     report("pool.apply_async", "ours", rate, "tasks/s");
+    let round_trips = tasks / 4;
+    let us = median(repeats, || {
+        let start = Instant::now();
+        for i in 0..round_trips {
+            assert_eq!(pool.apply(noop, i), Ok(i));
+        }
+        start.elapsed().as_secs_f64() * 1e6 / round_trips as f64
+    });
+    report("pool.apply", "ours", us, "us");
+    let us = median(repeats, || {
+        let start = Instant::now();
+        for i in 0..round_trips {
+            assert_eq!(echo.round_trip(i), i);
+        }
+        start.elapsed().as_secs_f64() * 1e6 / round_trips as f64
+    });
+    report("pool.apply", "limit", us, "us");
     let rate = median(repeats, || {
         let start = Instant::now();
         assert_eq!(pool.map(noop, 0..items).unwrap().len(), items as usize);
@@ -125,6 +146,37 @@ fn bare_spawns(n: usize) {
         .collect();
     for mut child in children {
         assert!(child.wait().unwrap().success());
+    }
+}
+
+/// A forked child that echoes each 8 bytes it reads: the bare round trip to another process.
+struct Echo {
+    stream: UnixStream,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        // SAFETY: this process has a single thread here; the child only reads and writes its
+        // socket and ends with `_exit`.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Parent { .. } => Echo { stream: ours },
+            ForkResult::Child => {
+                drop(ours);
+                let mut word = [0u8; 8];
+                while theirs.read_exact(&mut word).is_ok() && theirs.write_all(&word).is_ok() {}
+                // SAFETY: `_exit` ends the child at once; it is always sound to call.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+
+    fn round_trip(&self, value: u64) -> u64 {
+        let mut stream = &self.stream;
+        stream.write_all(&value.to_le_bytes()).unwrap();
+        let mut word = [0u8; 8];
+        stream.read_exact(&mut word).unwrap();
+        u64::from_le_bytes(word)
     }
 }
 

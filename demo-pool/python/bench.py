@@ -69,6 +69,15 @@ def main():
 
         report("pool.apply_async", median(repeats, apply_async), "tasks/s")
 
+        def apply():
+            round_trips = tasks // 4
+            start = time.perf_counter()
+            for i in range(round_trips):
+                pool.apply(noop, (i,))
+            return (time.perf_counter() - start) * 1e6 / round_trips
+
+        report("pool.apply", median(repeats, apply), "us")
+
         def map_items():
             start = time.perf_counter()
             assert len(pool.map(noop, range(items))) == items
