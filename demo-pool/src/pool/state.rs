@@ -166,9 +166,10 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
         worker.since = Instant::now();
     }
     // Only the tasks the worker received whole can have started; the others go back to the
-    // queue. A worker that cannot be written to has its stream shut down: it leaves when it
-    // reads the end (or has died already), and the manager replaces it. Shut down, not killed
-    // by pid: a forkserver worker is the server's child, and the server may have reaped it.
+    // queue. A worker that cannot be written to has its task stream shut down: it answers the
+    // tasks it has, leaves when it reads the end (or has died already), and the manager
+    // replaces it. Shut down, not killed by pid: a forkserver worker is the server's child,
+    // and the server may have reaped it.
     let mut end = 0;
     let mut unsent = Vec::new();
     for job in jobs {
@@ -182,7 +183,7 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
     }
     if failed {
         worker.gone = true;
-        let _ = worker.tasks.shutdown(Shutdown::Both);
+        let _ = worker.tasks.shutdown(Shutdown::Write);
     }
     for job in unsent.into_iter().rev() {
         pending.push_front(job);
