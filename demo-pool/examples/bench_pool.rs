@@ -19,6 +19,10 @@
 //! pidfd (`SCM_RIGHTS`), and the wait for each child's end. For `pool.apply`, a round trip of
 //! 8 bytes over a socketpair to a forked child that echoes them.
 //!
+//! Beside them, `procspawn`'s pool (a spawn pool whose values cross by ipc-channel): its
+//! `Pool::new(4)` + `shutdown`, one `spawn(..).join()` round trip, and items sent one `spawn`
+//! each (it has no `map`).
+//!
 //! Run with: `cargo run --release -p demo-pool --example bench_pool` (`BENCH_QUICK=1` for a short run)
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
@@ -48,7 +52,9 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some(EXIT) {
         return;
     }
-    // A spawned worker is this program run again: it becomes a worker here.
+    // A spawned worker is this program run again: it becomes a worker here, ours or
+    // procspawn's (each knows its own by its command line or environment).
+    procspawn::init();
     run_if_spawned();
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let repeats = if quick { 3 } else { 7 };
@@ -118,6 +124,36 @@ fn main() {
         items as f64 / start.elapsed().as_secs_f64()
     });
     report("pool.map", "ours", rate, "items/s");
+    drop(pool);
+
+    let ms = median(repeats * 3, || {
+        let start = Instant::now();
+        let pool = procspawn::Pool::new(4).unwrap();
+        pool.shutdown();
+        drop(pool);
+        start.elapsed().as_secs_f64() * 1e3
+    });
+    report("pool.create_join.spawn", "procspawn", ms, "ms");
+    let pool = procspawn::Pool::new(4).unwrap();
+    let us = median(repeats, || {
+        let start = Instant::now();
+        for i in 0..round_trips / 10 {
+            assert_eq!(pool.spawn(i, noop).join().unwrap(), i);
+        }
+        start.elapsed().as_secs_f64() * 1e6 / (round_trips / 10) as f64
+    });
+    report("pool.apply", "procspawn", us, "us");
+    let few = tasks / 10;
+    let rate = median(repeats, || {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..few).map(|i| pool.spawn(i, noop)).collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        few as f64 / start.elapsed().as_secs_f64()
+    });
+    report("pool.map", "procspawn", rate, "items/s");
+    pool.shutdown();
 }
 
 /// The floor under any pool of forked processes: fork `n` children that exit at once, reap
