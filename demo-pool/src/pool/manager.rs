@@ -4,7 +4,7 @@
 //! (A forkserver worker is the server's child; it dies with the server, and the server with
 //! the program.) It reads every result, and
 //! watches each worker through a pidfd; when one dies it fails the task that worker was
-//! running, puts the tasks behind it back in the queue, and forks a replacement. At the end
+//! running, puts the tasks behind it back in the queue, and starts a replacement. At the end
 //! it stops, reaps and settles everything.
 
 use std::collections::VecDeque;
@@ -233,9 +233,8 @@ fn reap(process: &mut Process) -> String {
 
 /// Stops every worker: `kill` with SIGKILL, otherwise by ending its task stream, after which
 /// an idle worker exits by itself. Reaps them all and settles every unfinished task.
-fn shutdown(state: &mut State, links: Vec<Link>, kill_them: bool, reason: Error) {
+fn shutdown(state: &mut State, mut links: Vec<Link>, kill_them: bool, reason: Error) {
     let workers = std::mem::take(&mut state.workers);
-    let mut links = links;
     for (worker, link) in workers.iter().zip(&mut links) {
         if kill_them {
             // Through its pidfd: a forkserver worker is not our child, and its pid could
