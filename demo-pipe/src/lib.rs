@@ -43,9 +43,15 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+pub mod fds;
+#[cfg(target_os = "linux")]
+mod forkserver;
+#[cfg(target_os = "linux")]
 pub mod pipe;
 #[cfg(target_os = "linux")]
 mod process;
+#[cfg(target_os = "linux")]
+mod spawn;
 #[cfg(target_os = "linux")]
 pub mod value;
 
@@ -67,4 +73,6 @@ pub mod value;
 #[cfg(target_os = "linux")]
 pub use process::Process;
 #[cfg(target_os = "linux")]
-pub use process::exit_now;
+pub use process::{StartMethod, Started, exit_now};
+#[cfg(target_os = "linux")]
+pub use spawn::{Context, Task, get_context, run_if_spawned};

@@ -26,14 +26,24 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+pub mod fds;
+#[cfg(target_os = "linux")]
+mod forkserver;
+#[cfg(target_os = "linux")]
 mod process;
 #[cfg(target_os = "linux")]
 mod queue;
 #[cfg(target_os = "linux")]
 mod robust;
+#[cfg(target_os = "linux")]
+mod shm;
+#[cfg(target_os = "linux")]
+mod spawn;
 
 #[cfg(target_os = "linux")]
-pub use process::{Process, exit_now};
+pub use process::{Process, StartMethod, Started, exit_now};
+#[cfg(target_os = "linux")]
+pub use spawn::{Context, Task, get_context, run_if_spawned};
 #[cfg(target_os = "linux")]
 pub use queue::{GetError, PutError, Queue, RING_BYTES, Reader, Snapshot, Writer};
 #[cfg(target_os = "linux")]

@@ -2,8 +2,8 @@
 //! `get_timeout` (→ `Empty`), and `Queue::bounded(maxsize)`, whose `put` waits while the
 //! queue is full and whose `put_timeout` gives up with `Full`.
 //!
-//! Two kernel objects, inherited by `fork`, make one queue:
-//! - a shared mapping: a ring buffer that holds the serialized values, and a header with a
+//! Two kernel objects, inherited by `fork` or sent to a spawned child, make one queue:
+//! - a shared mapping of a memfd (`shm.rs`): a ring buffer that holds the serialized values, and a header with a
 //!   robust process-shared mutex (`robust.rs`) that guards it. A process killed while holding
 //!   it does not block the others: the next one to lock it is told, recounts and goes on. A
 //!   value is copied in before it is published and copied out before it is removed, so a kill
@@ -26,6 +26,10 @@
 //!
 //! Values are serialized with serde (JSON), as Python pickles them.
 //!
+//! A handle given as an argument to a spawned or forkserver child crosses with its
+//! descriptors (`queue/crossing.rs`): the child maps the same memfd and holds its own copy
+//! of the handle's end, and of no other.
+//!
 //! A forked process holds every end its parent held at the fork. Hand them out with care:
 //! give writers a `Writer` and readers a `Reader`, drop the `Queue` you no longer need,
 //! and start the writers before the readers, so that no reader holds a write end (it would
@@ -36,7 +40,6 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -48,6 +51,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::robust::{self, Locked, RobustGuard, RobustMutex};
+use crate::shm::SharedMemory;
+
+mod crossing;
 
 /// Bytes in the ring. A value takes its serialized length plus 4; a bigger one is an error.
 pub const RING_BYTES: usize = 1 << 20;
@@ -375,7 +381,12 @@ struct Header {
     values: Wakeup,
     /// Wakes the writers: room was made, or a reader end closed.
     room: Wakeup,
+    /// `MAGIC` once the header is set up: what a process that is sent the memfd checks.
+    magic: AtomicU64,
 }
+
+/// What a queue's header says it is: a queue of this layout and ring size.
+const MAGIC: u64 = u64::from_le_bytes(*b"dq-ring1") ^ RING_BYTES as u64;
 
 /// A sequence number to sleep on, and a mark that someone does.
 #[repr(C)]
@@ -503,53 +514,59 @@ impl Drop for End {
     }
 }
 
-/// The mapping, shared by every handle of a queue in this process.
+/// The mapping, shared by every handle of a queue in this process. It is only touched under
+/// its process-shared mutex (or through atomics), so handles may move to and be used from any
+/// thread.
 struct Shared {
-    map: NonNull<u8>,
+    memory: SharedMemory,
 }
-
-// SAFETY: the mapping is only touched under its process-shared mutex (or through atomics),
-// so handles may move to and be used from any thread.
-unsafe impl Send for Shared {}
-// SAFETY: as for Send.
-unsafe impl Sync for Shared {}
 
 const MAP_BYTES: usize = DATA_OFFSET + RING_BYTES;
 const _: () = assert!(size_of::<Header>() <= DATA_OFFSET);
 
 impl Shared {
     fn new(maxsize: u64) -> io::Result<Shared> {
-        // SAFETY: an anonymous shared mapping of fresh zeroed pages; no Rust object lives
-        // there yet. MAP_SHARED keeps it shared with every process forked from now on.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MAP_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        // Fresh zeroed pages that no other thread or process can see yet: no Rust object
+        // lives there, and a zeroed Header is valid (a default mutex, atomics).
         let shared = Shared {
-            map: NonNull::new(map.cast()).expect("mmap does not return null on success"),
+            memory: SharedMemory::new(c"demo-queue", MAP_BYTES, Shared::pinned)?,
         };
         shared.header().maxsize.store(maxsize, Relaxed);
         // SAFETY: the mutex lies in zeroed memory (a default mutex) that no other thread or
         // process can see yet, and the mapping is unmapped only when `may_unmap` allows
-        // (see `drop`).
+        // (see `pinned`).
         unsafe { shared.header().mutex.init() }?;
+        shared.header().magic.store(MAGIC, SeqCst);
         Ok(shared)
+    }
+
+    /// The queue behind a memfd that another process's `Shared::new` made, and sent here.
+    fn adopt(memfd: OwnedFd) -> io::Result<Shared> {
+        RobustMutex::check_owner_word()?;
+        let shared = Shared {
+            memory: SharedMemory::adopt(memfd, MAP_BYTES, Shared::pinned)?,
+        };
+        if shared.header().magic.load(SeqCst) != MAGIC {
+            let why = "the shared memory sent is not a queue's";
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
+        Ok(shared)
+    }
+
+    /// When the last handle of this process is gone, nothing here uses the mapping any more;
+    /// other processes keep their own mappings. If a thread of this process still held the
+    /// mutex, its robust list would point into the first page: that page stays mapped.
+    fn pinned(memory: &SharedMemory) -> bool {
+        // SAFETY: as in `header`.
+        let header = unsafe { memory.ptr().cast::<Header>().as_ref() };
+        !header.mutex.may_unmap()
     }
 
     fn header(&self) -> &Header {
         // SAFETY: the mapping is MAP_BYTES long, page-aligned, and starts with a Header
         // whose fields are a mutex (used only through its own API) and atomics, all valid
         // when zeroed; it lives as long as `self`.
-        unsafe { &*self.map.as_ptr().cast::<Header>() }
+        unsafe { self.memory.ptr().cast::<Header>().as_ref() }
     }
 
     /// Locks the ring, waiting as long as it takes: a live holder lets go within
@@ -590,24 +607,6 @@ impl Shared {
             values_sleepers: h.values.sleepers.load(SeqCst),
             room_seq: h.room.seq.load(SeqCst),
             room_sleepers: h.room.sleepers.load(SeqCst),
-        }
-    }
-}
-
-impl Drop for Shared {
-    /// The last handle of this process is gone, so nothing here uses the mapping any more;
-    /// other processes keep their own mappings. If a thread of this process still held the
-    /// mutex, its robust list would point into the first page: that page would stay mapped.
-    fn drop(&mut self) {
-        let keep = if self.header().mutex.may_unmap() {
-            0
-        } else {
-            robust::page_size()
-        };
-        if keep < MAP_BYTES {
-            // SAFETY: the mapping is ours, page-aligned and MAP_BYTES long; nothing borrows
-            // from it any more; a kept first page is left alone.
-            unsafe { libc::munmap(self.map.as_ptr().add(keep).cast(), MAP_BYTES - keep) };
         }
     }
 }
@@ -680,7 +679,7 @@ impl Ring<'_> {
 
     fn data(&self) -> *mut u8 {
         // SAFETY: DATA_OFFSET + RING_BYTES is the mapping's length.
-        unsafe { self.shared.map.as_ptr().add(DATA_OFFSET) }
+        unsafe { self.shared.memory.ptr().as_ptr().add(DATA_OFFSET) }
     }
 
     fn copy_in(&self, position: u64, bytes: &[u8]) {
@@ -700,6 +699,9 @@ impl Ring<'_> {
     }
 
     fn copy_out(&self, position: u64, bytes: &mut [u8]) {
+        // A length read from the ring is trusted only this far: whatever the shared memory
+        // holds, nothing is read outside the ring.
+        assert!(bytes.len() <= RING_BYTES, "a value longer than the ring");
         let at = (position % RING_BYTES as u64) as usize;
         let first = bytes.len().min(RING_BYTES - at);
         // SAFETY: we hold the mutex; both pieces lie inside the ring and between head and
