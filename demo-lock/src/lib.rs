@@ -79,8 +79,8 @@ mod spawn;
 #[cfg(target_os = "linux")]
 pub use process::{Process, StartMethod, Started, exit_now};
 #[cfg(target_os = "linux")]
-pub use spawn::{Context, Task, get_context, run_if_spawned};
-#[cfg(target_os = "linux")]
 pub use process_lock::{Guard, Lock, OwnerDied, Plain, ProcessMutex, Shared, TryAcquireError};
 #[cfg(target_os = "linux")]
 pub use robust::{DEFAULT_PERIOD, period, set_period};
+#[cfg(target_os = "linux")]
+pub use spawn::{Context, Task, get_context, run_if_spawned};

@@ -43,8 +43,8 @@ mod spawn;
 #[cfg(target_os = "linux")]
 pub use process::{Process, StartMethod, Started, exit_now};
 #[cfg(target_os = "linux")]
-pub use spawn::{Context, Task, get_context, run_if_spawned};
-#[cfg(target_os = "linux")]
 pub use queue::{GetError, PutError, Queue, RING_BYTES, Reader, Snapshot, Writer};
 #[cfg(target_os = "linux")]
 pub use robust::{DEFAULT_PERIOD, period, set_period};
+#[cfg(target_os = "linux")]
+pub use spawn::{Context, Task, get_context, run_if_spawned};

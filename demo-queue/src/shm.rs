@@ -59,9 +59,11 @@ impl SharedMemory {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let size = libc::off_t::try_from(len).map_err(io::Error::other)?;
         // SAFETY: ftruncate and fcntl(F_ADD_SEALS) change only the file behind `fd`.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0
-            || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0
-        {
+        let sized = unsafe {
+            libc::ftruncate(fd.as_raw_fd(), size) == 0
+                && libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) == 0
+        };
+        if !sized {
             return Err(io::Error::last_os_error());
         }
         SharedMemory::map(fd, len, pinned)
@@ -79,7 +81,9 @@ impl SharedMemory {
         // SAFETY: fcntl(F_GET_SEALS) only reads the seals of the file behind `fd`.
         let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
         if seals < 0 || seals & SEALS != SEALS {
-            return Err(bad("the shared memory sent is not a memfd sealed at its size"));
+            return Err(bad(
+                "the shared memory sent is not a memfd sealed at its size",
+            ));
         }
         let stat = nix::sys::stat::fstat(fd.as_fd())?;
         if u64::try_from(stat.st_size).ok() != Some(len as u64) {

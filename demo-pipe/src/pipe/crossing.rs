@@ -79,4 +79,3 @@ impl<'de> Deserialize<'de> for Connection {
         Ok(Connection::new(socket, 0, mode, twins))
     }
 }
-
