@@ -7,6 +7,10 @@
 //! process group of its own that is killed after 15 s (the run's own watchdog reports a hang
 //! after 12 s), and prints the table. A control run turns the lock's re-armed sleeps off and
 //! must hang: it shows that the suite sees the bug it guards against.
+//!
+//! The queue's and the lock's scenarios run under each start method (`--start-method fork`,
+//! `spawn`, `forkserver`): the same faults, with processes that are sent their handles
+//! instead of inheriting them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +26,8 @@ struct Scenario {
     krate: &'static str,
     example: &'static str,
     name: &'static str,
+    /// How the run's processes start: `--start-method`.
+    method: &'static str,
     /// Runs in the full suite and with `--quick`.
     runs: (u64, u64),
     /// A control: every run must hang. Its watchdog is shorter, since the hang is expected.
@@ -38,10 +44,32 @@ const fn scenario(
         krate,
         example,
         name,
+        method: "fork",
         runs,
         control: false,
     }
 }
+
+/// The same scenario under another start method.
+const fn under(method: &'static str, s: Scenario) -> Scenario {
+    Scenario { method, ..s }
+}
+
+const fn control(method: &'static str, runs: (u64, u64)) -> Scenario {
+    Scenario {
+        krate: "demo-lock",
+        example: "chaos_lock",
+        name: "woken-waiter-no-rearm",
+        method,
+        runs,
+        control: true,
+    }
+}
+
+/// Per queue scenario under spawn and forkserver: fewer runs than under fork, where the
+/// queue's own code is the same and only how each process gets its handle differs.
+const QUEUE_OTHER: (u64, u64) = (80, 1);
+const LOCK_OTHER: (u64, u64) = (100, 2);
 
 const SCENARIOS: &[Scenario] = &[
     scenario("demo-queue", "chaos_queue", "writers-bounded1", (160, 4)),
@@ -53,6 +81,24 @@ const SCENARIOS: &[Scenario] = &[
     scenario("demo-queue", "chaos_queue", "both-bounded1", (160, 4)),
     scenario("demo-queue", "chaos_queue", "both-bounded2", (160, 4)),
     scenario("demo-queue", "chaos_queue", "both-unbounded", (160, 4)),
+    under("spawn", queue("writers-bounded1")),
+    under("spawn", queue("writers-bounded2")),
+    under("spawn", queue("writers-unbounded")),
+    under("spawn", queue("readers-bounded1")),
+    under("spawn", queue("readers-bounded2")),
+    under("spawn", queue("readers-unbounded")),
+    under("spawn", queue("both-bounded1")),
+    under("spawn", queue("both-bounded2")),
+    under("spawn", queue("both-unbounded")),
+    under("forkserver", queue("writers-bounded1")),
+    under("forkserver", queue("writers-bounded2")),
+    under("forkserver", queue("writers-unbounded")),
+    under("forkserver", queue("readers-bounded1")),
+    under("forkserver", queue("readers-bounded2")),
+    under("forkserver", queue("readers-unbounded")),
+    under("forkserver", queue("both-bounded1")),
+    under("forkserver", queue("both-bounded2")),
+    under("forkserver", queue("both-unbounded")),
     scenario("demo-lock", "chaos_lock", "holder-killed", (200, 6)),
     scenario(
         "demo-lock",
@@ -61,16 +107,27 @@ const SCENARIOS: &[Scenario] = &[
         (200, 6),
     ),
     scenario("demo-lock", "chaos_lock", "woken-waiter", (200, 3)),
-    Scenario {
-        krate: "demo-lock",
-        example: "chaos_lock",
-        name: "woken-waiter-no-rearm",
-        runs: (3, 1),
-        control: true,
-    },
+    control("fork", (3, 1)),
+    under("spawn", lock("holder-killed")),
+    under("spawn", lock("timeout-waiters-killed")),
+    under("spawn", lock("woken-waiter")),
+    // The controls under spawn and forkserver wait out their watchdog: the full suite only.
+    control("spawn", (3, 0)),
+    under("forkserver", lock("holder-killed")),
+    under("forkserver", lock("timeout-waiters-killed")),
+    under("forkserver", lock("woken-waiter")),
+    control("forkserver", (3, 0)),
     scenario("demo-pool", "chaos_pool", "apply-async-killed", (100, 5)),
     scenario("demo-pool", "chaos_pool", "map-killed", (100, 5)),
 ];
+
+const fn queue(name: &'static str) -> Scenario {
+    scenario("demo-queue", "chaos_queue", name, QUEUE_OTHER)
+}
+
+const fn lock(name: &'static str) -> Scenario {
+    scenario("demo-lock", "chaos_lock", name, LOCK_OTHER)
+}
 
 /// The watchdog of a control run, which is expected to hang.
 const CONTROL_WATCHDOG: &str = "5";
@@ -119,6 +176,9 @@ pub fn chaos(quick: bool) -> Result<bool, String> {
     let mut passed = true;
     for s in SCENARIOS {
         let runs = if quick { s.runs.1 } else { s.runs.0 };
+        if runs == 0 {
+            continue;
+        }
         let began = Instant::now();
         let mut row = Row::default();
         for seed in base..base + runs {
@@ -138,9 +198,10 @@ pub fn chaos(quick: bool) -> Result<bool, String> {
             "ok"
         };
         println!(
-            "{} {}: {runs} runs ... {verdict} ({:.1} s)",
+            "{} {} ({}): {runs} runs ... {verdict} ({:.1} s)",
             s.krate,
             s.name,
+            s.method,
             began.elapsed().as_secs_f64()
         );
         rows.push((s, row));
@@ -169,6 +230,9 @@ fn run_one(s: &Scenario, seed: u64, row: &mut Row) -> Result<bool, String> {
         "--seed".into(),
         seed.to_string(),
     ];
+    if s.method != "fork" {
+        args.extend(["--start-method".into(), s.method.into()]);
+    }
     if s.control {
         args.extend(["--watchdog".into(), CONTROL_WATCHDOG.into()]);
     }
@@ -209,7 +273,10 @@ fn run_one(s: &Scenario, seed: u64, row: &mut Row) -> Result<bool, String> {
     let Some(problem) = problem else {
         return Ok(true);
     };
-    println!("{} {} seed {seed}: {problem}", s.krate, s.name);
+    println!(
+        "{} {} ({}) seed {seed}: {problem}",
+        s.krate, s.name, s.method
+    );
     if let Some(line) = line {
         println!("  {line}");
     }
@@ -233,6 +300,9 @@ fn table(rows: &[(&Scenario, Row)]) -> String {
     let mut lines = vec![header];
     for (s, row) in rows {
         let mut name = format!("{} {}", s.krate.trim_start_matches("demo-"), s.name);
+        if s.method != "fork" {
+            name += &format!(" ({})", s.method);
+        }
         if s.control {
             name += " (control: must hang)";
         }
