@@ -68,7 +68,7 @@ const fn control(method: &'static str, runs: (u64, u64)) -> Scenario {
 
 /// Per queue scenario under spawn and forkserver: fewer runs than under fork, where the
 /// queue's own code is the same and only how each process gets its handle differs.
-const QUEUE_OTHER: (u64, u64) = (80, 1);
+const QUEUE_OTHER: (u64, u64) = (80, 2);
 const LOCK_OTHER: (u64, u64) = (100, 2);
 
 const SCENARIOS: &[Scenario] = &[
