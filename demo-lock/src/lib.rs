@@ -2,7 +2,10 @@
 //! [`ProcessMutex`] (and [`Lock`], one that guards no data): a robust, process-shared pthread
 //! mutex in a shared mapping, which owns the data it guards as `std::sync::Mutex<T>` does.
 //! [`Shared`] puts a value (an atomic counter, say) in memory shared by processes without a
-//! lock; [`Process`] starts the processes that share them (by fork, as in `demo-process`).
+//! lock; [`Process`] starts the processes that share them, as in `demo-process`: by fork
+//! ([`Process::new`]), or by spawn or forkserver ([`get_context`], with [`run_if_spawned`]
+//! first in `main`). A lock given to a spawned child crosses as the memfd it lives in
+//! ([`fds`]), which the child maps.
 //!
 //! What differs from Python:
 //!

@@ -23,7 +23,7 @@ use std::io;
 use std::process::ExitCode;
 
 use demo::{Args, say};
-use demo_lock::{Lock, Process};
+use demo_lock::{Lock, Process, run_if_spawned};
 
 const USAGE: &str = "\
 Usage: demo-lock [--no-lock] [--holder-dies] [--threads] [--help]
@@ -36,6 +36,9 @@ Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
 
 fn main() -> ExitCode {
+    // Python's `if __name__ == "__main__":`. A child started by spawn or forkserver is this
+    // program run again: here it runs its target instead of the rest of main.
+    run_if_spawned();
     let mut args = Args::parse(USAGE);
     let only = [
         args.flag("--no-lock"),

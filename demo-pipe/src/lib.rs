@@ -5,7 +5,9 @@
 //! - [`pipe`]: the pipe, a socketpair with length-prefixed postcard frames;
 //! - [`value`]: a Python value such as the note's `[42, None, 'hello']`, whose `Display` is
 //!   Python's `repr`;
-//! - [`Process`]: a child process started by fork, as in `demo-process`.
+//! - [`Process`]: a child process, as in `demo-process`: by fork ([`Process::new`]), or by
+//!   spawn or forkserver ([`get_context`], with [`run_if_spawned`] first in `main`). An end
+//!   given to a spawned child crosses as its descriptor ([`fds`]).
 //!
 //! Linux only (pidfd, `PR_SET_PDEATHSIG`); a build elsewhere stops with one error that says
 //! so.

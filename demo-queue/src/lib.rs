@@ -1,7 +1,9 @@
 //! Python's `multiprocessing.Queue` in Rust: a [`Queue`] between processes, whose
 //! [`Writer`]s `put` values and whose [`Reader`]s `get` them, in a ring buffer in shared
 //! memory under a robust process-shared mutex, woken through futexes; and the [`Process`] to
-//! put and get from (by fork, as in `demo-process`).
+//! put and get from, as in `demo-process`: by fork ([`Process::new`]), or by spawn or
+//! forkserver ([`get_context`], with [`run_if_spawned`] first in `main`). A handle given to a
+//! spawned child crosses as descriptors ([`fds`]): the memfd of the ring, and its end.
 //!
 //! What it promises that Python's does not: a process killed with SIGKILL at any instant
 //! while it uses the queue loses nothing that was put and duplicates nothing (a reader killed
