@@ -143,3 +143,49 @@ impl Drop for SharedMemory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    fn never(_: &SharedMemory) -> bool {
+        false
+    }
+
+    fn word(memory: &SharedMemory) -> &AtomicU64 {
+        // SAFETY: the mapping is page-aligned, at least 8 bytes, and any bytes are a u64.
+        unsafe { memory.ptr().cast::<AtomicU64>().as_ref() }
+    }
+
+    #[test]
+    fn a_memfd_mapped_twice_is_the_same_memory() {
+        let first = SharedMemory::new(c"test", 4096, never).unwrap();
+        let copy = first.fd().try_clone_to_owned().unwrap();
+        let second = SharedMemory::adopt(copy, 4096, never).unwrap();
+        assert_ne!(first.ptr(), second.ptr(), "two mappings");
+        word(&first).store(42, SeqCst);
+        assert_eq!(word(&second).load(SeqCst), 42);
+    }
+
+    #[test]
+    fn only_a_memfd_sealed_at_the_size_expected_is_mapped() {
+        let memory = SharedMemory::new(c"test", 4096, never).unwrap();
+        let copy = || memory.fd().try_clone_to_owned().unwrap();
+        let err = SharedMemory::adopt(copy(), 8192, never).err().unwrap();
+        assert!(err.to_string().contains("size"), "{err}");
+        // The seals hold: the size cannot change under a mapping.
+        // SAFETY: ftruncate changes only the file behind the descriptor, if it may.
+        assert_ne!(unsafe { libc::ftruncate(copy().as_raw_fd(), 0) }, 0);
+        // SAFETY: memfd_create reads the name and returns a new descriptor or -1.
+        let unsealed = unsafe { libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC) };
+        // SAFETY: `unsealed` was just opened, and nothing else owns it.
+        let unsealed = unsafe { OwnedFd::from_raw_fd(unsealed) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::ftruncate(unsealed.as_raw_fd(), 4096) }, 0);
+        let err = SharedMemory::adopt(unsealed, 4096, never).err().unwrap();
+        assert!(err.to_string().contains("sealed"), "{err}");
+        let (socket, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(SharedMemory::adopt(socket.into(), 4096, never).is_err());
+    }
+}

@@ -136,3 +136,29 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fds;
+    use crate::queue::MAP_BYTES;
+    use crate::shm::SharedMemory;
+
+    #[test]
+    fn a_handle_decoded_here_is_the_same_queue() {
+        let q = Queue::<u32>::new().unwrap();
+        let writer: Writer<u32> = fds::decode(fds::encode(&q.writer()).unwrap()).unwrap();
+        writer.put(7).unwrap();
+        assert_eq!(q.get().unwrap(), 7);
+    }
+
+    #[test]
+    fn a_memfd_that_holds_no_queue_is_refused() {
+        let q = Queue::<u32>::new().unwrap();
+        let mut message = fds::encode(&q.writer()).unwrap();
+        // Of a queue's size and sealed so, but zeroed: no queue was ever set up there.
+        let blank = SharedMemory::new(c"blank", MAP_BYTES, |_| false).unwrap();
+        message.fds[0] = blank.fd().try_clone_to_owned().unwrap();
+        assert!(fds::decode::<Writer<u32>>(message).is_err());
+    }
+}
