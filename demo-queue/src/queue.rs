@@ -3,10 +3,11 @@
 //! queue is full and whose `put_timeout` gives up with `Full`.
 //!
 //! Two kernel objects, inherited by `fork` or sent to a spawned child, make one queue:
-//! - a shared mapping of a memfd (`shm.rs`): a ring buffer that holds the serialized values, and a header with a
-//!   robust process-shared mutex (`robust.rs`) that guards it. A process killed while holding
-//!   it does not block the others: the next one to lock it is told, recounts and goes on. A
-//!   value is copied in before it is published and copied out before it is removed, so a kill
+//! - a shared mapping of a memfd (`shm.rs`): a ring buffer that holds the serialized values,
+//!   and a header with a robust process-shared mutex (`robust.rs`) that guards it. A process
+//!   killed while holding it does not block the others: the next one to lock it is told,
+//!   recounts and goes on. A value is copied in before it is published and copied out before
+//!   it is removed, so a kill
 //!   at any point loses nothing that was put and duplicates nothing.
 //! - a socketpair that carries nothing: writers hold one end, readers the other, so the
 //!   kernel tells when the last writer or the last reader is gone, however it ended (the
@@ -564,8 +565,8 @@ impl Shared {
 
     fn header(&self) -> &Header {
         // SAFETY: the mapping is MAP_BYTES long, page-aligned, and starts with a Header
-        // whose fields are a mutex (used only through its own API) and atomics, all valid
-        // when zeroed; it lives as long as `self`.
+        // whose fields are a mutex (used only through its own API) and atomics, valid when
+        // zeroed and whatever bytes another process left; it lives as long as `self`.
         unsafe { self.memory.ptr().cast::<Header>().as_ref() }
     }
 
