@@ -20,18 +20,27 @@
 //! process's share, each share within the kills of its slot of what its processes saw
 //! complete), no run hangs, no timed call lies. Prints one line, `chaos scenario=… result=…`.
 //!
+//! `--start-method fork|spawn|forkserver` (default fork) says how every process of the run
+//! starts. Under spawn and forkserver each one is sent the lock and the run's shared counters
+//! as descriptors (`SCM_RIGHTS`) inside its arguments, and maps the same memfds; a spawned
+//! image does not inherit the control's setting, so the run sends it too.
+//!
 //! Run with: `cargo run --release -p demo-lock --example chaos_lock -- --scenario
 //! holder-killed --seed 1`; `cargo xtask chaos` runs every scenario over many seeds.
 
 mod support;
 
 use std::io::{self, Read, Write};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use demo_lock::{Guard, Lock, Process, ProcessMutex, TryAcquireError};
+use demo_lock::{fds, get_context, run_if_spawned};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use support::{Board, Child, Kills, Options, Rng, StartMethod};
 
 const SCENARIOS: [&str; 4] = [
@@ -77,6 +86,36 @@ struct Ctx {
     board: Board,
     rng: Rng,
     method: StartMethod,
+    /// Whether waits are re-armed (false only in the control).
+    rearm: bool,
+}
+
+/// A descriptor inside a child's arguments (see `fds`).
+#[derive(Serialize)]
+struct FdOut<'a>(#[serde(with = "fds")] BorrowedFd<'a>);
+
+#[derive(Deserialize)]
+struct FdIn(#[serde(with = "fds")] OwnedFd);
+
+/// A spawned child is sent the memfds of the run's shared counters.
+impl Serialize for Ctx {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fds = self.board.memfds().map(FdOut);
+        (fds, &self.rng, self.method, self.rearm).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ctx {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ([words, pids], rng, method, rearm) =
+            <([FdIn; 2], Rng, StartMethod, bool)>::deserialize(d)?;
+        Ok(Ctx {
+            board: Board::adopt([words.0, pids.0]).map_err(D::Error::custom)?,
+            rng,
+            method,
+            rearm,
+        })
+    }
 }
 
 impl support::Child for Process {
@@ -95,9 +134,11 @@ impl support::Child for Process {
 }
 
 fn main() {
+    // A spawned child is this program run again: here it runs its target and exits.
+    run_if_spawned();
     let about = "One run of the process lock under SIGKILLs: holders killed, waiters in \
                  acquire_timeout killed, or the woken waiter killed (deterministic).";
-    let opts = Options::parse("chaos_lock", about, &SCENARIOS);
+    let opts = Options::parse_methods("chaos_lock", about, &SCENARIOS, &StartMethod::ALL);
     let result = match opts.scenario.as_str() {
         "holder-killed" => random_kills(&opts, 3, false),
         "timeout-waiters-killed" => random_kills(&opts, 4, true),
@@ -122,10 +163,17 @@ fn disable_rearm() {
 }
 
 /// Starts a process with the run's start method.
-fn start<A: 'static>(method: StartMethod, target: fn(A), args: A) -> io::Result<Process> {
-    let mut p = match method {
-        StartMethod::Fork => Process::new(target, args),
+fn start<A>(method: StartMethod, target: fn(A), args: A) -> io::Result<Process>
+where
+    A: Serialize + DeserializeOwned + 'static,
+{
+    use demo_lock::StartMethod as M;
+    let method = match method {
+        StartMethod::Fork => M::Fork,
+        StartMethod::Spawn => M::Spawn,
+        StartMethod::Forkserver => M::Forkserver,
     };
+    let mut p = get_context(method).process(target, args);
     p.start()?;
     Ok(p)
 }
@@ -140,6 +188,7 @@ fn random_kills(opts: &Options, workers: usize, timed: bool) -> io::Result<i32> 
         board: Board::new(WORDS, 2 * workers)?,
         rng: Rng::new(opts.seed),
         method: opts.start_method,
+        rearm: demo_lock::period().is_some(),
     };
     let m = ProcessMutex::new(new_data())?;
     let roles = (0..workers)
@@ -302,6 +351,7 @@ fn woken_waiter(opts: &Options) -> io::Result<i32> {
         board: Board::new(WORDS, 4)?,
         rng: Rng::new(opts.seed),
         method: opts.start_method,
+        rearm: demo_lock::period().is_some(),
     };
     // Everything on one CPU, so that who runs when is the scheduler's choice alone.
     let cpus = support::allowed_cpus();
@@ -338,7 +388,7 @@ fn woken_waiter(opts: &Options) -> io::Result<i32> {
     let mut busy = start(ctx.method, busy, ctx.clone())?;
     ctx.board.set_pid(3, Child::pid(&busy));
     let (mut to_third, there) = UnixStream::pair()?;
-    let mut third = start(ctx.method, third, (lock.clone(), there))?;
+    let mut third = start(ctx.method, third, (lock.clone(), Parent(there)))?;
     ctx.board.set_pid(2, Child::pid(&third));
 
     drop(held); // Wakes the first waiter, which cannot run yet: it is SCHED_IDLE, the CPU busy.
@@ -379,6 +429,9 @@ fn first_waiter(lock: Lock) {
 }
 
 fn second_waiter((ctx, lock): (Ctx, Lock)) {
+    if !ctx.rearm {
+        disable_rearm(); // A spawned image starts with the default.
+    }
     let _guard = lock.acquire();
     ctx.board
         .word(SECOND_WAITER_AT)
@@ -386,7 +439,11 @@ fn second_waiter((ctx, lock): (Ctx, Lock)) {
     ctx.board.progress();
 }
 
-fn third((lock, mut parent): (Lock, UnixStream)) {
+/// The third process's socket to the controller.
+#[derive(Serialize, Deserialize)]
+struct Parent(#[serde(with = "fds")] UnixStream);
+
+fn third((lock, Parent(mut parent)): (Lock, Parent)) {
     parent.read_exact(&mut [0]).unwrap();
     let guard = lock.acquire();
     parent.write_all(b"h").unwrap();

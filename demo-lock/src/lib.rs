@@ -2,7 +2,10 @@
 //! [`ProcessMutex`] (and [`Lock`], one that guards no data): a robust, process-shared pthread
 //! mutex in a shared mapping, which owns the data it guards as `std::sync::Mutex<T>` does.
 //! [`Shared`] puts a value (an atomic counter, say) in memory shared by processes without a
-//! lock; [`Process`] starts the processes that share them (by fork, as in `demo-process`).
+//! lock; [`Process`] starts the processes that share them, as in `demo-process`: by fork
+//! ([`Process::new`]), or by spawn or forkserver ([`get_context`], with [`run_if_spawned`]
+//! first in `main`). A lock given to a spawned child crosses as the memfd it lives in
+//! ([`fds`]), which the child maps.
 //!
 //! What differs from Python:
 //!
@@ -62,15 +65,25 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+pub mod fds;
+#[cfg(target_os = "linux")]
+mod forkserver;
+#[cfg(target_os = "linux")]
 mod process;
 #[cfg(target_os = "linux")]
 mod process_lock;
 #[cfg(target_os = "linux")]
 mod robust;
+#[cfg(target_os = "linux")]
+mod shm;
+#[cfg(target_os = "linux")]
+mod spawn;
 
 #[cfg(target_os = "linux")]
-pub use process::{Process, exit_now};
+pub use process::{Process, StartMethod, Started, exit_now};
 #[cfg(target_os = "linux")]
 pub use process_lock::{Guard, Lock, OwnerDied, Plain, ProcessMutex, Shared, TryAcquireError};
 #[cfg(target_os = "linux")]
 pub use robust::{DEFAULT_PERIOD, period, set_period};
+#[cfg(target_os = "linux")]
+pub use spawn::{Context, Task, get_context, run_if_spawned};

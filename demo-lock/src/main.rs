@@ -23,7 +23,7 @@ use std::io;
 use std::process::ExitCode;
 
 use demo::{Args, say};
-use demo_lock::{Lock, Process};
+use demo_lock::{Lock, StartMethod, get_context, run_if_spawned};
 
 const USAGE: &str = "\
 Usage: demo-lock [--no-lock] [--holder-dies] [--threads] [--help]
@@ -36,6 +36,9 @@ Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
 
 fn main() -> ExitCode {
+    // Python's `if __name__ == "__main__":`. A child started by spawn or forkserver is this
+    // program run again: here it runs its target instead of the rest of main.
+    run_if_spawned();
     let mut args = Args::parse(USAGE);
     let only = [
         args.flag("--no-lock"),
@@ -66,7 +69,9 @@ fn note_lines() -> io::Result<()> {
     let l = Lock::new(())?;
     let guard = l.acquire().unwrap(); // Err would mean a holder died: none has yet.
     say!("acquire(): the lock is taken");
-    let mut p = Process::new(try_to_acquire, l.clone());
+    // Started by spawn, Python's default on macOS: the child is sent the lock (its memfd) and
+    // maps it. `Process::new` (fork) works the same.
+    let mut p = get_context(StartMethod::Spawn).process(try_to_acquire, l.clone());
     p.start()?;
     p.join()?;
     drop(guard); // l.release(): the guard's drop, which also runs if this code panics.

@@ -1,10 +1,11 @@
 //! A lock shared by processes, Python's `multiprocessing.Lock`, that can also own the data it
-//! guards as `std::sync::Mutex<T>` does: a robust, process-shared pthread mutex in an anonymous
-//! shared mapping. `Shared<T>` puts a value in shared memory without a lock.
+//! guards as `std::sync::Mutex<T>` does: a robust, process-shared pthread mutex in a shared
+//! mapping of a memfd (`shm.rs`). `Shared<T>` puts a value in shared memory without a lock.
 //!
-//! Make them before `fork`: a child inherits the mapping, so parent and children see the same
-//! memory. A clone is another handle to the same memory, to move into a child (Python passes
-//! the lock in `args`).
+//! A clone is another handle to the same memory, to give to a child (Python passes the lock
+//! in `args`). A forked child inherits the mapping; a spawned or forkserver child is sent the
+//! memfd inside its arguments (`SCM_RIGHTS`, the handles are serde values for `fds::encode`)
+//! and maps it: either way parent and children see the same memory.
 //!
 //! What differs from Python:
 //! - `acquire` returns a guard and the lock is released when the guard is dropped: Python's
@@ -20,20 +21,27 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::ptr::{self, NonNull};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic;
 use std::time::{Duration, Instant};
 
-use crate::robust::{self, Locked, RobustGuard, RobustMutex, WouldBlock};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::robust::{Locked, RobustGuard, RobustMutex, WouldBlock};
+use crate::shm::SharedMemory;
 
 /// A type whose values may live in memory shared by processes.
 ///
 /// # Safety
 ///
 /// The type holds no pointer or reference (an address made in one process means nothing in
-/// another), needs no drop, and any interior mutability it has works across processes
-/// (atomics do; `std::sync::Mutex`, whose futex is private to one process, does not).
+/// another), needs no drop, any interior mutability it has works across processes (atomics
+/// do; `std::sync::Mutex`, whose futex is private to one process, does not), and any bytes
+/// are a value of it (so not `bool` or `char`): a process that is sent the memory of a
+/// `Shared` or a `ProcessMutex` finds there whatever the others wrote.
 pub unsafe trait Plain: Send + 'static {}
 
 macro_rules! plain {
@@ -44,7 +52,7 @@ macro_rules! plain {
     )* };
 }
 plain! {
-    (), bool, char, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64,
+    (), u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64,
     atomic::AtomicBool, atomic::AtomicU8, atomic::AtomicU16, atomic::AtomicU32,
     atomic::AtomicU64, atomic::AtomicUsize, atomic::AtomicI8, atomic::AtomicI16,
     atomic::AtomicI32, atomic::AtomicI64, atomic::AtomicIsize
@@ -56,11 +64,12 @@ unsafe impl<A: Plain, B: Plain> Plain for (A, B) {}
 // SAFETY: as for pairs.
 unsafe impl<A: Plain, B: Plain, C: Plain> Plain for (A, B, C) {}
 
-/// A `T` in an anonymous shared mapping: the memory that survives `fork` as *one* copy.
+/// A `T` in a shared mapping of a memfd: the memory that fork, and a spawned child that is
+/// sent the memfd, see as *one* copy. The `T` is never dropped (and a mutex never destroyed):
+/// another process may still be using it.
 struct Mapping<T> {
     ptr: NonNull<T>,
-    /// Whether the mapping's first page must stay mapped when this process lets go of it.
-    pinned: fn(&T) -> bool,
+    memory: SharedMemory,
 }
 
 // SAFETY: a mapping only hands out `&T` and never drops the `T`, so sending or sharing it
@@ -70,56 +79,40 @@ unsafe impl<T: Sync> Send for Mapping<T> {}
 unsafe impl<T: Sync> Sync for Mapping<T> {}
 
 impl<T> Mapping<T> {
-    const LEN: usize = if size_of::<T>() == 0 {
-        1
-    } else {
-        size_of::<T>()
-    };
-
-    fn new(value: T, pinned: fn(&T) -> bool) -> io::Result<Mapping<T>> {
+    /// `value` in a new mapping; `pinned` says when the first page must stay mapped.
+    fn new(value: T, pinned: fn(&SharedMemory) -> bool) -> io::Result<Mapping<T>> {
         assert!(align_of::<T>() <= 4096, "a mapping is only page-aligned");
-        let (prot, flags) = (
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-        );
-        // SAFETY: a new anonymous mapping, at an address the kernel picks, touches no memory
-        // that Rust knows about.
-        let ptr = unsafe { libc::mmap(ptr::null_mut(), Self::LEN, prot, flags, -1, 0) };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<T>()).expect("mmap succeeded, so not null");
-        // SAFETY: the mapping is page-aligned, at least `size_of::<T>()` bytes long, and no one
-        // else can see it yet.
+        let memory = SharedMemory::new(c"demo-lock", size_of::<T>(), pinned)?;
+        let ptr = memory.ptr().cast::<T>();
+        // SAFETY: the mapping is page-aligned, at least `size_of::<T>()` bytes long, and no
+        // one else can see it yet.
         unsafe { ptr.as_ptr().write(value) };
-        Ok(Mapping { ptr, pinned })
+        Ok(Mapping { ptr, memory })
+    }
+
+    /// The `T` in a memfd that another process's `new` made, and sent here: the memfd is
+    /// checked to be sealed at `T`'s size.
+    ///
+    /// # Safety
+    ///
+    /// Any bytes must be a valid `T` (as `Plain` promises for the data; a robust mutex is
+    /// only used through pthread, which checks what it finds).
+    unsafe fn adopt(memfd: OwnedFd, pinned: fn(&SharedMemory) -> bool) -> io::Result<Self> {
+        assert!(align_of::<T>() <= 4096, "a mapping is only page-aligned");
+        let memory = SharedMemory::adopt(memfd, size_of::<T>(), pinned)?;
+        Ok(Mapping {
+            ptr: memory.ptr().cast::<T>(),
+            memory,
+        })
     }
 }
 
 impl<T> Deref for Mapping<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the `T` was written in `new` and stays mapped until `self` is dropped.
+        // SAFETY: the `T` was written in `new` (or, adopted, is valid whatever its bytes) and
+        // stays mapped as long as `self.memory`.
         unsafe { self.ptr.as_ref() }
-    }
-}
-
-impl<T> Drop for Mapping<T> {
-    /// Unmaps this process's view only; a child keeps its own. The `T` is never dropped (and
-    /// a mutex never destroyed): another process may still be using it. A pinned first page
-    /// stays mapped for good: one page, deliberately leaked.
-    fn drop(&mut self) {
-        let len = Self::LEN.next_multiple_of(robust::page_size());
-        let keep = if (self.pinned)(self) {
-            robust::page_size()
-        } else {
-            0
-        };
-        if keep < len {
-            // SAFETY: the mapping is ours, page-aligned, `len` bytes long, and nothing
-            // borrows from it any more; a pinned first page is left alone.
-            unsafe { libc::munmap(self.ptr.as_ptr().cast::<u8>().add(keep).cast(), len - keep) };
-        }
     }
 }
 
@@ -158,6 +151,28 @@ impl<T: Plain + Sync> Shared<T> {
         Ok(Shared(Arc::new(Mapping::new(value, |_| false)?)))
     }
 }
+
+/// Crosses to a spawned or forkserver child as its memfd (only inside `fds::encode`).
+impl<T: Plain + Sync> Serialize for Shared<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Memfd(self.0.memory.fd()).serialize(serializer)
+    }
+}
+
+impl<'de, T: Plain + Sync> Deserialize<'de> for Shared<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let memfd = MemfdIn::deserialize(deserializer)?.0;
+        // SAFETY: any bytes are a `T` (`Plain`).
+        let mapping = unsafe { Mapping::adopt(memfd, |_| false) };
+        Ok(Shared(Arc::new(mapping.map_err(D::Error::custom)?)))
+    }
+}
+
+#[derive(Serialize)]
+struct Memfd<'a>(#[serde(with = "crate::fds")] BorrowedFd<'a>);
+
+#[derive(Deserialize)]
+struct MemfdIn(#[serde(with = "crate::fds")] OwnedFd);
 
 impl<T: Plain + Sync> Clone for Shared<T> {
     fn clone(&self) -> Self {
@@ -262,6 +277,38 @@ struct Inner<T> {
     data: UnsafeCell<T>,
 }
 
+impl<T> Inner<T> {
+    /// Whether the first page must stay mapped when this process lets go of the mapping.
+    fn pinned(memory: &SharedMemory) -> bool {
+        // SAFETY: the mapping holds an `Inner<T>` and is still mapped; only the mutex is read.
+        let inner = unsafe { memory.ptr().cast::<Inner<T>>().as_ref() };
+        !inner.mutex.may_unmap()
+    }
+}
+
+/// Crosses to a spawned or forkserver child as its memfd (only inside `fds::encode`): the
+/// child maps the same mutex and data. A holder that dies there is an owner that died, as
+/// under fork.
+impl<T: Plain> Serialize for ProcessMutex<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Memfd(self.mapping.memory.fd()).serialize(serializer)
+    }
+}
+
+impl<'de, T: Plain> Deserialize<'de> for ProcessMutex<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let memfd = MemfdIn::deserialize(deserializer)?.0;
+        RobustMutex::check_owner_word().map_err(D::Error::custom)?;
+        // SAFETY: any bytes are a `T` (`Plain`), and the mutex is only used through pthread.
+        let mapping = unsafe { Mapping::<Inner<T>>::adopt(memfd, Inner::<T>::pinned) };
+        let mapping = mapping.map_err(D::Error::custom)?;
+        Ok(ProcessMutex {
+            inner: mapping.ptr,
+            mapping: Arc::new(mapping),
+        })
+    }
+}
+
 // SAFETY: the data is only reached through a guard, which holds the mutex; like
 // `std::sync::Mutex<T>`, sharing it only needs `T: Send`.
 unsafe impl<T: Send> Sync for Inner<T> {}
@@ -291,7 +338,7 @@ impl<T: Plain> ProcessMutex<T> {
         // Dropping the last handle of this process while one of its threads holds the
         // mutex (a guard was forgotten) must not unmap it: that thread's robust list
         // points into it.
-        let mapping = Mapping::new(inner, |inner| !inner.mutex.may_unmap())?;
+        let mapping = Mapping::new(inner, Inner::<T>::pinned)?;
         // SAFETY: the mapping was just made, so no other thread or process can reach the
         // mutex yet, and it is unmapped only when `may_unmap` allows (see `Mapping::drop`).
         unsafe { mapping.mutex.init() }?;

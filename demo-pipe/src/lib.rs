@@ -5,7 +5,9 @@
 //! - [`pipe`]: the pipe, a socketpair with length-prefixed postcard frames;
 //! - [`value`]: a Python value such as the note's `[42, None, 'hello']`, whose `Display` is
 //!   Python's `repr`;
-//! - [`Process`]: a child process started by fork, as in `demo-process`.
+//! - [`Process`]: a child process, as in `demo-process`: by fork ([`Process::new`]), or by
+//!   spawn or forkserver ([`get_context`], with [`run_if_spawned`] first in `main`). An end
+//!   given to a spawned child crosses as its descriptor ([`fds`]).
 //!
 //! Linux only (pidfd, `PR_SET_PDEATHSIG`); a build elsewhere stops with one error that says
 //! so.
@@ -43,9 +45,15 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+pub mod fds;
+#[cfg(target_os = "linux")]
+mod forkserver;
+#[cfg(target_os = "linux")]
 pub mod pipe;
 #[cfg(target_os = "linux")]
 mod process;
+#[cfg(target_os = "linux")]
+mod spawn;
 #[cfg(target_os = "linux")]
 pub mod value;
 
@@ -67,4 +75,6 @@ pub mod value;
 #[cfg(target_os = "linux")]
 pub use process::Process;
 #[cfg(target_os = "linux")]
-pub use process::exit_now;
+pub use process::{StartMethod, Started, exit_now};
+#[cfg(target_os = "linux")]
+pub use spawn::{Context, Task, get_context, run_if_spawned};

@@ -25,9 +25,9 @@ use std::io;
 use std::process::ExitCode;
 
 use demo::{Args, say};
-use demo_pipe::Process;
 use demo_pipe::pipe::{self, Connection, pipe, pipe_duplex};
 use demo_pipe::value::Value;
+use demo_pipe::{Process, run_if_spawned};
 
 const USAGE: &str = "\
 Usage: demo-pipe [--help]
@@ -57,6 +57,9 @@ fn ask(mut conn: Connection) {
 }
 
 fn main() -> ExitCode {
+    // Python's `if __name__ == "__main__":`. A child started by spawn or forkserver is this
+    // program run again: here it runs its target instead of the rest of main.
+    run_if_spawned();
     Args::parse(USAGE).finish();
     demo::exit_code(try_main())
 }

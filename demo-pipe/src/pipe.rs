@@ -13,6 +13,10 @@
 //! first time an end is used in a process other than the one that made the pipe, it releases
 //! the copy of its twin that the fork left there (see `release_twin`).
 //!
+//! An end given as an argument to a spawned or forkserver child crosses as its descriptor
+//! (`SCM_RIGHTS`, see `pipe/crossing.rs`): the child holds that end and no copy of its twin,
+//! so nothing needs releasing there.
+//!
 //! Two threads cannot use one end at once: `send` and `recv` take `&mut self`, so sharing an
 //! end between threads needs a lock, and the compiler refuses the program without one:
 //!
@@ -50,6 +54,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
+
+mod crossing;
 
 /// Python's `Pipe()`: two ends, each of which can send and receive.
 pub fn pipe() -> io::Result<(Connection, Connection)> {

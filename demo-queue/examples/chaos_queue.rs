@@ -17,6 +17,10 @@
 //!
 //! Prints one line, `chaos scenario=… result=ok|broken|hang kills=… lost=… …`.
 //!
+//! `--start-method fork|spawn|forkserver` (default fork) says how every process of the run
+//! starts. Under spawn and forkserver each one is sent its queue handle and the run's shared
+//! counters as descriptors (`SCM_RIGHTS`) inside its arguments, and maps the same memfds.
+//!
 //! Run with: `cargo run --release -p demo-queue --example chaos_queue -- --scenario
 //! writers-bounded1 --seed 1`; `cargo xtask chaos` runs every scenario over many seeds.
 
@@ -24,11 +28,15 @@ mod support;
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use demo_queue::{GetError, Process, PutError, Queue, RING_BYTES, Reader, Snapshot, Writer};
+use demo_queue::{fds, get_context, run_if_spawned};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use support::{Board, Child, Kills, Options, Rng, SharedArray, StartMethod, Tally};
 
 const SCENARIOS: [&str; 9] = [
@@ -84,6 +92,36 @@ struct Ctx {
     method: StartMethod,
 }
 
+/// A descriptor inside a child's arguments (see `fds`).
+#[derive(Serialize)]
+struct FdOut<'a>(#[serde(with = "fds")] BorrowedFd<'a>);
+
+#[derive(Deserialize)]
+struct FdIn(#[serde(with = "fds")] OwnedFd);
+
+/// A spawned child is sent the memfds of the run's shared counters.
+impl Serialize for Ctx {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let [words, pids] = self.board.memfds();
+        let fds = [words, pids, self.acked.memfd(), self.seen.memfd()].map(FdOut);
+        (fds, &self.rng, self.method).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ctx {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ([words, pids, acked, seen], rng, method) =
+            <([FdIn; 4], Rng, StartMethod)>::deserialize(d)?;
+        Ok(Ctx {
+            board: Board::adopt([words.0, pids.0]).map_err(D::Error::custom)?,
+            acked: SharedArray::adopt(acked.0).map_err(D::Error::custom)?,
+            seen: SharedArray::adopt(seen.0).map_err(D::Error::custom)?,
+            rng,
+            method,
+        })
+    }
+}
+
 impl support::Child for Process {
     fn pid(&self) -> i32 {
         Process::pid(self).unwrap_or(0)
@@ -100,9 +138,11 @@ impl support::Child for Process {
 }
 
 fn main() {
+    // A spawned child is this program run again: here it runs its target and exits.
+    run_if_spawned();
     let about = "One run of a queue under random SIGKILLs: writers, readers or both killed, \
                  on bounded(1), bounded(2) or unbounded.";
-    let opts = Options::parse("chaos_queue", about, &SCENARIOS);
+    let opts = Options::parse_methods("chaos_queue", about, &SCENARIOS, &StartMethod::ALL);
     match run(&opts) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -113,10 +153,17 @@ fn main() {
 }
 
 /// Starts a process with the run's start method.
-fn start<A: 'static>(method: StartMethod, target: fn(A), args: A) -> io::Result<Process> {
-    let mut p = match method {
-        StartMethod::Fork => Process::new(target, args),
+fn start<A>(method: StartMethod, target: fn(A), args: A) -> io::Result<Process>
+where
+    A: Serialize + DeserializeOwned + 'static,
+{
+    use demo_queue::StartMethod as M;
+    let method = match method {
+        StartMethod::Fork => M::Fork,
+        StartMethod::Spawn => M::Spawn,
+        StartMethod::Forkserver => M::Forkserver,
     };
+    let mut p = get_context(method).process(target, args);
     p.start()?;
     Ok(p)
 }

@@ -1,7 +1,9 @@
 //! Python's `multiprocessing.Queue` in Rust: a [`Queue`] between processes, whose
 //! [`Writer`]s `put` values and whose [`Reader`]s `get` them, in a ring buffer in shared
 //! memory under a robust process-shared mutex, woken through futexes; and the [`Process`] to
-//! put and get from (by fork, as in `demo-process`).
+//! put and get from, as in `demo-process`: by fork ([`Process::new`]), or by spawn or
+//! forkserver ([`get_context`], with [`run_if_spawned`] first in `main`). A handle given to a
+//! spawned child crosses as descriptors ([`fds`]): the memfd of the ring, and its end.
 //!
 //! What it promises that Python's does not: a process killed with SIGKILL at any instant
 //! while it uses the queue loses nothing that was put and duplicates nothing (a reader killed
@@ -26,15 +28,25 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+pub mod fds;
+#[cfg(target_os = "linux")]
+mod forkserver;
+#[cfg(target_os = "linux")]
 mod process;
 #[cfg(target_os = "linux")]
 mod queue;
 #[cfg(target_os = "linux")]
 mod robust;
+#[cfg(target_os = "linux")]
+mod shm;
+#[cfg(target_os = "linux")]
+mod spawn;
 
 #[cfg(target_os = "linux")]
-pub use process::{Process, exit_now};
+pub use process::{Process, StartMethod, Started, exit_now};
 #[cfg(target_os = "linux")]
 pub use queue::{GetError, PutError, Queue, RING_BYTES, Reader, Snapshot, Writer};
 #[cfg(target_os = "linux")]
 pub use robust::{DEFAULT_PERIOD, period, set_period};
+#[cfg(target_os = "linux")]
+pub use spawn::{Context, Task, get_context, run_if_spawned};

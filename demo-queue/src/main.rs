@@ -40,7 +40,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use demo::{Args, say};
-use demo_queue::{Process, Queue, Reader, Writer};
+use demo_queue::{Process, Queue, Reader, Writer, run_if_spawned};
 use rand::rngs::{StdRng, SysRng};
 use rand::{RngExt, SeedableRng};
 
@@ -73,6 +73,9 @@ fn read(q: Reader<String>) {
 }
 
 fn main() -> ExitCode {
+    // Python's `if __name__ == "__main__":`. A child started by spawn or forkserver is this
+    // program run again: here it runs its target instead of the rest of main.
+    run_if_spawned();
     Args::parse(USAGE).finish();
     demo::exit_code(try_main())
 }

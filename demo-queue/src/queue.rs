@@ -2,12 +2,12 @@
 //! `get_timeout` (→ `Empty`), and `Queue::bounded(maxsize)`, whose `put` waits while the
 //! queue is full and whose `put_timeout` gives up with `Full`.
 //!
-//! Two kernel objects, inherited by `fork`, make one queue:
-//! - a shared mapping: a ring buffer that holds the serialized values, and a header with a
-//!   robust process-shared mutex (`robust.rs`) that guards it. A process killed while holding
-//!   it does not block the others: the next one to lock it is told, recounts and goes on. A
-//!   value is copied in before it is published and copied out before it is removed, so a kill
-//!   at any point loses nothing that was put and duplicates nothing.
+//! Two kernel objects, inherited by `fork` or sent to a spawned child, make one queue:
+//! - a shared mapping of a memfd (`shm.rs`): a ring buffer that holds the serialized values,
+//!   and a header with a robust process-shared mutex (`robust.rs`) that guards it. A process
+//!   killed while holding it does not block the others: the next one to lock it is told,
+//!   recounts and goes on. A value is copied in before it is published and copied out before
+//!   it is removed, so a kill at any point loses nothing that was put and duplicates nothing.
 //! - a socketpair that carries nothing: writers hold one end, readers the other, so the
 //!   kernel tells when the last writer or the last reader is gone, however it ended (the
 //!   other end polls `POLLHUP`). A reader of a drained queue then gets `Disconnected`, and
@@ -29,6 +29,10 @@
 //! mutex), and out of it with only the readers' turn: the ring's own lock is held only to
 //! find a place and to publish or remove, so that a writer and a reader copy at the same time.
 //!
+//! A handle given as an argument to a spawned or forkserver child crosses with its
+//! descriptors (`queue/crossing.rs`): the child maps the same memfd and holds its own copy
+//! of the handle's end, and of no other.
+//!
 //! A forked process holds every end its parent held at the fork. Hand them out with care:
 //! give writers a `Writer` and readers a `Reader`, drop the `Queue` you no longer need,
 //! and start the writers before the readers, so that no reader holds a write end (it would
@@ -39,7 +43,6 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
-use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -51,6 +54,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::robust::{self, Locked, RobustGuard, RobustMutex};
+use crate::shm::SharedMemory;
+
+mod crossing;
 
 /// Bytes in the ring. A value takes its serialized length plus 4; a bigger one is an error.
 pub const RING_BYTES: usize = 1 << 20;
@@ -471,7 +477,12 @@ struct Header {
     values: Wakeup,
     /// Wakes the writers: room was made, or a reader end closed.
     room: Wakeup,
+    /// `MAGIC` once the header is set up: what a process that is sent the memfd checks.
+    magic: AtomicU64,
 }
+
+/// What a queue's header says it is: a queue of this layout and ring size.
+const MAGIC: u64 = u64::from_le_bytes(*b"dq-ring1") ^ RING_BYTES as u64;
 
 /// A sequence number to sleep on, and a mark that someone does.
 #[repr(C)]
@@ -599,50 +610,56 @@ impl Drop for End {
     }
 }
 
-/// The mapping, shared by every handle of a queue in this process.
+/// The mapping, shared by every handle of a queue in this process. It is only touched under
+/// its process-shared mutex (or through atomics), so handles may move to and be used from any
+/// thread.
 struct Shared {
-    map: NonNull<u8>,
+    memory: SharedMemory,
 }
-
-// SAFETY: the mapping is only touched under its process-shared mutex (or through atomics),
-// so handles may move to and be used from any thread.
-unsafe impl Send for Shared {}
-// SAFETY: as for Send.
-unsafe impl Sync for Shared {}
 
 const MAP_BYTES: usize = DATA_OFFSET + RING_BYTES;
 const _: () = assert!(size_of::<Header>() <= DATA_OFFSET);
 
 impl Shared {
     fn new(maxsize: u64) -> io::Result<Shared> {
-        // SAFETY: an anonymous shared mapping of fresh zeroed pages; no Rust object lives
-        // there yet. MAP_SHARED keeps it shared with every process forked from now on.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                MAP_BYTES,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        // Fresh zeroed pages that no other thread or process can see yet: no Rust object
+        // lives there, and a zeroed Header is valid (a default mutex, atomics).
         let shared = Shared {
-            map: NonNull::new(map.cast()).expect("mmap does not return null on success"),
+            memory: SharedMemory::new(c"demo-queue", MAP_BYTES, Shared::pinned)?,
         };
         shared.header().maxsize.store(maxsize, Relaxed);
         // SAFETY: the mutex lies in zeroed memory (a default mutex) that no other thread or
         // process can see yet, and the mapping is unmapped only when `may_unmap` allows
-        // (see `drop`).
+        // (see `pinned`).
         unsafe { shared.header().mutex.init() }?;
         // SAFETY: as for the first mutex.
         unsafe { shared.header().writers.init() }?;
         // SAFETY: as for the first mutex.
         unsafe { shared.header().readers.init() }?;
+        shared.header().magic.store(MAGIC, SeqCst);
         Ok(shared)
+    }
+
+    /// The queue behind a memfd that another process's `Shared::new` made, and sent here.
+    fn adopt(memfd: OwnedFd) -> io::Result<Shared> {
+        RobustMutex::check_owner_word()?;
+        let shared = Shared {
+            memory: SharedMemory::adopt(memfd, MAP_BYTES, Shared::pinned)?,
+        };
+        if shared.header().magic.load(SeqCst) != MAGIC {
+            let why = "the shared memory sent is not a queue's";
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
+        Ok(shared)
+    }
+
+    /// When the last handle of this process is gone, nothing here uses the mapping any more;
+    /// other processes keep their own mappings. If a thread of this process still held the
+    /// ring's mutex or a turn, its robust list would point into the first page: that page stays mapped.
+    fn pinned(memory: &SharedMemory) -> bool {
+        // SAFETY: as in `header`.
+        let header = unsafe { memory.ptr().cast::<Header>().as_ref() };
+        !(header.mutex.may_unmap() && header.writers.may_unmap() && header.readers.may_unmap())
     }
 
     /// The writers' turn, waited for as long as it takes (as `lock`). A writer that died
@@ -665,7 +682,7 @@ impl Shared {
 
     fn data(&self) -> *mut u8 {
         // SAFETY: DATA_OFFSET + RING_BYTES is the mapping's length.
-        unsafe { self.map.as_ptr().add(DATA_OFFSET) }
+        unsafe { self.memory.ptr().as_ptr().add(DATA_OFFSET) }
     }
 
     /// Copies `bytes` into the ring at `position`, wrapping at its end.
@@ -697,6 +714,9 @@ impl Shared {
     /// No writer writes those bytes meanwhile: they lie between `head` and `tail`, and
     /// `head` stays before them (the caller holds the readers' turn, or the ring's lock).
     unsafe fn copy_out(&self, position: u64, bytes: &mut [u8]) {
+        // A length read from the ring is trusted only this far: whatever the shared memory
+        // holds, nothing is read outside the ring.
+        assert!(bytes.len() <= RING_BYTES, "a value longer than the ring");
         let at = (position % RING_BYTES as u64) as usize;
         let first = bytes.len().min(RING_BYTES - at);
         // SAFETY: both pieces lie inside the ring, in bytes no writer touches, as the caller
@@ -710,9 +730,9 @@ impl Shared {
 
     fn header(&self) -> &Header {
         // SAFETY: the mapping is MAP_BYTES long, page-aligned, and starts with a Header
-        // whose fields are a mutex (used only through its own API) and atomics, all valid
-        // when zeroed; it lives as long as `self`.
-        unsafe { &*self.map.as_ptr().cast::<Header>() }
+        // whose fields are a mutex (used only through its own API) and atomics, valid when
+        // zeroed and whatever bytes another process left; it lives as long as `self`.
+        unsafe { self.memory.ptr().cast::<Header>().as_ref() }
     }
 
     /// Locks the ring, waiting as long as it takes: a live holder lets go within
@@ -753,25 +773,6 @@ impl Shared {
             values_sleepers: h.values.sleepers.load(SeqCst),
             room_seq: h.room.seq.load(SeqCst),
             room_sleepers: h.room.sleepers.load(SeqCst),
-        }
-    }
-}
-
-impl Drop for Shared {
-    /// The last handle of this process is gone, so nothing here uses the mapping any more;
-    /// other processes keep their own mappings. If a thread of this process still held the
-    /// mutex, its robust list would point into the first page: that page would stay mapped.
-    fn drop(&mut self) {
-        let h = self.header();
-        let keep = if h.mutex.may_unmap() && h.writers.may_unmap() && h.readers.may_unmap() {
-            0
-        } else {
-            robust::page_size()
-        };
-        if keep < MAP_BYTES {
-            // SAFETY: the mapping is ours, page-aligned and MAP_BYTES long; nothing borrows
-            // from it any more; a kept first page is left alone.
-            unsafe { libc::munmap(self.map.as_ptr().add(keep).cast(), MAP_BYTES - keep) };
         }
     }
 }

@@ -165,6 +165,19 @@ impl RobustMutex {
         Ok(())
     }
 
+    /// For a process that maps a mutex another process made (and `init`ed): checks once, on
+    /// a mutex of its own, that the lock word holds the owner's thread id, as `may_unmap`
+    /// expects. Until it has, `may_unmap` answers no.
+    pub fn check_owner_word() -> io::Result<()> {
+        if OWNER_WORD.load(SeqCst) != UNCHECKED {
+            return Ok(());
+        }
+        let probe = Box::new(RobustMutex::unset());
+        // SAFETY: no one else can reach `probe`, and `init` has unlocked it when it returns,
+        // so no robust list points into it when it is freed.
+        unsafe { probe.init() }
+    }
+
     /// Takes the lock if it is free now (or its owner died).
     #[inline]
     pub fn try_lock(&self) -> Result<Locked<'_>, WouldBlock> {

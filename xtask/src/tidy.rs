@@ -94,6 +94,7 @@ const SHARED: &[(&str, bool)] = &[
     ("src/fds.rs", false),
     ("src/timeline.rs", false),
     ("src/robust.rs", false),
+    ("src/shm.rs", false),
     ("src/panic_message.rs", false),
     ("examples/support/mod.rs", false),
 ];

@@ -6,6 +6,9 @@
 //! processes, kills some of them with SIGKILL at random moments, stops, and checks what the
 //! survivors saw. Nothing here is mocked: real processes, real signals, the crate's own code.
 //!
+//! The shared counters live in memfds, so that a program whose processes start by spawn or
+//! forkserver can send them to its children (`SharedArray::memfd`, `SharedArray::adopt`).
+//!
 //! This file is the same in demo-lock, demo-queue and demo-pool, so that each crate can be
 //! copied out alone; a test in the xtask checks that the copies stay identical.
 
@@ -15,6 +18,7 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::ops::Deref;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, mpsc};
@@ -24,15 +28,28 @@ use std::time::{Duration, Instant};
 /// A run not done within this is a hang (`--watchdog SECS` changes it).
 pub const WATCHDOG: Duration = Duration::from_secs(12);
 
-/// How the scenario's processes start. Only fork for now: the spawn and forkserver start
-/// methods join here, each program starting its children through one function that matches
-/// on this.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the scenario's processes start: each program starts its children through one function
+/// that matches on this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StartMethod {
     Fork,
+    Spawn,
+    Forkserver,
 }
 
-/// The command line: `--scenario NAME --seed N [--watchdog SECS] [--start-method fork]`.
+impl StartMethod {
+    pub const ALL: [StartMethod; 3] = [Self::Fork, Self::Spawn, Self::Forkserver];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fork => "fork",
+            Self::Spawn => "spawn",
+            Self::Forkserver => "forkserver",
+        }
+    }
+}
+
+/// The command line: `--scenario NAME --seed N [--watchdog SECS] [--start-method METHOD]`.
 #[derive(Clone)]
 pub struct Options {
     pub program: &'static str,
@@ -43,12 +60,24 @@ pub struct Options {
 }
 
 impl Options {
-    /// Reads the command line. `--help` prints the usage; bad input is one line on stderr
-    /// and exit code 2.
+    /// Reads the command line of a program whose processes start by fork only.
     pub fn parse(program: &'static str, about: &str, scenarios: &[&str]) -> Options {
+        Options::parse_methods(program, about, scenarios, &[StartMethod::Fork])
+    }
+
+    /// Reads the command line. `--help` prints the usage; bad input, a start method not in
+    /// `methods` included, is one line on stderr and exit code 2.
+    pub fn parse_methods(
+        program: &'static str,
+        about: &str,
+        scenarios: &[&str],
+        methods: &[StartMethod],
+    ) -> Options {
+        let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
         let usage = format!(
-            "Usage: {program} --scenario NAME --seed N [--watchdog SECS] [--start-method fork]\n\n\
+            "Usage: {program} --scenario NAME --seed N [--watchdog SECS] [--start-method {}]\n\n\
              {about}\n\nScenarios: {}\n",
+            names.join("|"),
             scenarios.join(", ")
         );
         let bad = |what: String| -> ! {
@@ -64,6 +93,7 @@ impl Options {
             }
         };
         let (mut scenario, mut seed, mut watchdog) = (None, None, WATCHDOG);
+        let mut start_method = StartMethod::Fork;
         while let Some(arg) = args.next() {
             match arg.to_str() {
                 Some("--help" | "-h") => {
@@ -85,10 +115,13 @@ impl Options {
                     Ok(secs @ 1..=3600) => watchdog = Duration::from_secs(secs),
                     _ => bad("--watchdog takes whole seconds, 1 to 3600".into()),
                 },
-                Some("--start-method") => match value("--start-method", &mut args).as_str() {
-                    "fork" => {}
-                    other => bad(format!("start method {other:?} is not available here")),
-                },
+                Some("--start-method") => {
+                    let name = value("--start-method", &mut args);
+                    match methods.iter().find(|m| m.name() == name) {
+                        Some(&m) => start_method = m,
+                        None => bad(format!("start method {name:?} is not available here")),
+                    }
+                }
                 _ => bad(format!("unknown argument {:?}", arg.to_string_lossy())),
             }
         }
@@ -97,13 +130,13 @@ impl Options {
             scenario: scenario.unwrap_or_else(|| bad("--scenario is missing".into())),
             seed: seed.unwrap_or_else(|| bad("--seed is missing".into())),
             watchdog,
-            start_method: StartMethod::Fork,
+            start_method,
         }
     }
 }
 
 /// SplitMix64: small, fast, and the same sequence for the same seed everywhere.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Rng(u64);
 
 impl Rng {
@@ -160,12 +193,13 @@ pub fn spin(d: Duration) {
     }
 }
 
-/// A type whose all-zero bytes are a valid value and that works in memory shared between
-/// processes.
+/// A type whose all-zero bytes, and any other bytes, are a valid value, and that works in
+/// memory shared between processes.
 ///
 /// # Safety
 ///
-/// Zeroed memory must be a valid value of the type, and it must hold no pointer.
+/// Any bytes, zeroed ones first, must be a valid value of the type (a process that adopts a
+/// memfd finds what the others wrote), and it must hold no pointer.
 pub unsafe trait ZeroValid: Sync + Send + 'static {}
 // SAFETY: atomics of plain numbers: zero is a number, and atomic instructions work on memory
 // shared between processes as between threads.
@@ -177,8 +211,9 @@ unsafe impl ZeroValid for AtomicI32 {}
 // SAFETY: as above.
 unsafe impl ZeroValid for AtomicU64 {}
 
-/// `len` zeroed atomics in an anonymous shared mapping: one copy, seen by this process and
-/// every process forked after it was made. A clone is another handle to the same memory.
+/// `len` zeroed atomics in a shared mapping of a memfd: one copy, seen by this process, every
+/// process forked after it was made, and every process that is sent the memfd and maps it.
+/// A clone is another handle to the same memory.
 pub struct SharedArray<A: ZeroValid> {
     region: Arc<Region>,
     len: usize,
@@ -188,6 +223,7 @@ pub struct SharedArray<A: ZeroValid> {
 struct Region {
     ptr: NonNull<u8>,
     bytes: usize,
+    memfd: OwnedFd,
 }
 
 // SAFETY: the region is only reached as atomics, which any thread may use.
@@ -203,18 +239,61 @@ impl Drop for Region {
     }
 }
 
+/// The seals of a region's memfd: its size is fixed, so a mapping of it never faults.
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
 impl<A: ZeroValid> SharedArray<A> {
     pub fn new(len: usize) -> io::Result<SharedArray<A>> {
         let bytes = (len * size_of::<A>()).max(1);
-        // SAFETY: a new anonymous mapping at an address the kernel picks touches no memory
-        // that Rust knows about; its pages are zeroed.
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        // SAFETY: memfd_create reads the name and returns a new descriptor or -1.
+        let fd = unsafe { libc::memfd_create(c"chaos".as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened, and nothing else owns it.
+        let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ftruncate and fcntl(F_ADD_SEALS) change only the file behind `memfd`.
+        let sized = unsafe {
+            libc::ftruncate(fd, bytes as libc::off_t) == 0
+                && libc::fcntl(fd, libc::F_ADD_SEALS, SEALS) == 0
+        };
+        if !sized {
+            return Err(io::Error::last_os_error());
+        }
+        SharedArray::map(memfd, bytes, len)
+    }
+
+    /// The memfd behind the array, to send to a spawned child.
+    pub fn memfd(&self) -> BorrowedFd<'_> {
+        self.region.memfd.as_fd()
+    }
+
+    /// The array behind a memfd that `new` made in another process, and sent here.
+    pub fn adopt(memfd: OwnedFd) -> io::Result<SharedArray<A>> {
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+        // SAFETY: fcntl(F_GET_SEALS) only reads the seals of the file behind `memfd`.
+        let seals = unsafe { libc::fcntl(memfd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & SEALS != SEALS {
+            return Err(bad("not a memfd sealed at its size"));
+        }
+        let bytes = std::fs::File::from(memfd.try_clone()?).metadata()?.len() as usize;
+        if bytes == 0 || (bytes > 1 && bytes % size_of::<A>() != 0) {
+            return Err(bad("not an array of this type"));
+        }
+        SharedArray::map(memfd, bytes, bytes / size_of::<A>())
+    }
+
+    fn map(memfd: OwnedFd, bytes: usize, len: usize) -> io::Result<SharedArray<A>> {
+        // SAFETY: a new shared mapping of the memfd at an address the kernel picks touches
+        // no memory that Rust knows about; the memfd is `bytes` long, sealed so.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
+                libc::MAP_SHARED,
+                memfd.as_raw_fd(),
                 0,
             )
         };
@@ -223,7 +302,7 @@ impl<A: ZeroValid> SharedArray<A> {
         }
         let ptr = NonNull::new(ptr.cast()).expect("mmap succeeded, so not null");
         Ok(SharedArray {
-            region: Arc::new(Region { ptr, bytes }),
+            region: Arc::new(Region { ptr, bytes, memfd }),
             len,
             _values: PhantomData,
         })
@@ -233,8 +312,8 @@ impl<A: ZeroValid> SharedArray<A> {
 impl<A: ZeroValid> Deref for SharedArray<A> {
     type Target = [A];
     fn deref(&self) -> &[A] {
-        // SAFETY: the mapping is page-aligned, `len` values long, zeroed (a valid `A`), and
-        // stays mapped while this handle lives.
+        // SAFETY: the mapping is page-aligned, `len` values long, of atomics that any bytes
+        // are a valid value of (zeroed when new), and stays mapped while this handle lives.
         unsafe { std::slice::from_raw_parts(self.region.ptr.as_ptr().cast(), self.len) }
     }
 }
@@ -275,6 +354,19 @@ impl Board {
         Ok(Board {
             words: SharedArray::new(FIRST_FREE + words)?,
             pids: SharedArray::new(pids)?,
+        })
+    }
+
+    /// The memfds of the board, to send to a spawned child.
+    pub fn memfds(&self) -> [BorrowedFd<'_>; 2] {
+        [self.words.memfd(), self.pids.memfd()]
+    }
+
+    /// The board behind the memfds of another process's board, sent here.
+    pub fn adopt([words, pids]: [OwnedFd; 2]) -> io::Result<Board> {
+        Ok(Board {
+            words: SharedArray::adopt(words)?,
+            pids: SharedArray::adopt(pids)?,
         })
     }
 
