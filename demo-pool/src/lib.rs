@@ -84,4 +84,4 @@ pub use pool::AsyncResult;
 #[cfg(target_os = "linux")]
 pub use pool::Pool;
 #[cfg(target_os = "linux")]
-pub use pool::{Error, Ran};
+pub use pool::{Builder, Error, IMap, Ran};

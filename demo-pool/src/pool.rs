@@ -32,9 +32,15 @@
 //!   socketpair and runs one task at a time, so the pool always knows which task a dead
 //!   worker was running.
 
+mod imap;
 mod manager;
+mod map;
+mod options;
 mod state;
 mod worker;
+
+pub use imap::IMap;
+pub use options::Builder;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -68,6 +74,15 @@ pub enum Error {
     },
     /// `get_timeout`: the result was not ready in time. The task goes on.
     Timeout,
+    /// The task ran past its deadline (`apply_async_timeout`, or the pool's
+    /// `Builder::task_deadline`): its worker was killed and replaced. Python's pool has no
+    /// such thing.
+    TimedOut {
+        /// The pid of the worker that was killed.
+        pid: i32,
+        /// The deadline the task ran past.
+        deadline: Duration,
+    },
     /// The pool was terminated before the task finished.
     Terminated,
     /// The pool could not go on, for example a replacement worker could not be forked.
@@ -86,6 +101,11 @@ impl fmt::Display for Error {
                 write!(f, "the worker running the task (pid {pid}) died: {how}")
             }
             Error::Timeout => write!(f, "the result is not ready yet"),
+            Error::TimedOut { pid, deadline } => write!(
+                f,
+                "the task ran past its deadline of {} s: its worker (pid {pid}) was killed",
+                deadline.as_secs_f64()
+            ),
             Error::Terminated => write!(f, "the pool was terminated before the task finished"),
             Error::Broken(why) => write!(f, "the pool broke down: {why}"),
             Error::Serde(why) => write!(f, "could not encode or decode {why}"),
@@ -99,6 +119,8 @@ impl std::error::Error for Error {}
 pub struct Pool {
     shared: Arc<Shared>,
     manager: Option<JoinHandle<()>>,
+    /// The deadline of every task not given its own (`Builder::task_deadline`).
+    deadline: Option<Duration>,
 }
 
 /// The result of `apply_async`, settled when the task ends, its worker dies or the pool ends.
@@ -123,7 +145,21 @@ pub struct Ran {
 impl Pool {
     /// Python's `Pool(processes)`: starts the workers. `None` means one per CPU.
     pub fn new(processes: impl Into<Option<usize>>) -> io::Result<Pool> {
-        let n = match processes.into() {
+        Pool::start(processes.into(), worker::Start::default(), None)
+    }
+
+    /// Python's `Pool(processes, initializer, initargs, maxtasksperchild)`, and a deadline for
+    /// every task: set what you need, then `build()`.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn start(
+        processes: Option<usize>,
+        start: worker::Start,
+        deadline: Option<Duration>,
+    ) -> io::Result<Pool> {
+        let n = match processes {
             Some(n) => n,
             None => thread::available_parallelism()?.get(),
         };
@@ -144,11 +180,12 @@ impl Pool {
         // `[pid N]` for an unnamed thread. Tasks run on its stack, so give it a main-sized one.
         let manager = thread::Builder::new()
             .stack_size(8 << 20)
-            .spawn(move || manager::run(&manager_shared, woken, n, started_tx))?;
+            .spawn(move || manager::run(&manager_shared, woken, n, &start, started_tx))?;
         match started.recv() {
             Ok(Ok(())) => Ok(Pool {
                 shared,
                 manager: Some(manager),
+                deadline,
             }),
             Ok(Err(e)) => {
                 let _ = manager.join();
@@ -178,9 +215,39 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
+        self.apply_async_within(task, args, self.deadline)
+    }
+
+    /// `apply_async` with a deadline, which Python's pool does not have: if the task runs
+    /// longer than `deadline` (counted from when it starts in a worker), its worker is killed
+    /// and replaced, and its `get()` is `Err(Error::TimedOut)`. The other tasks are
+    /// untouched: a task with a deadline runs on a worker that holds no other task.
+    pub fn apply_async_timeout<A, R>(
+        &self,
+        task: fn(A) -> R,
+        args: A,
+        deadline: Duration,
+    ) -> Result<AsyncResult<R>, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async_within(task, args, Some(deadline))
+    }
+
+    fn apply_async_within<A, R>(
+        &self,
+        task: fn(A) -> R,
+        args: A,
+        deadline: Option<Duration>,
+    ) -> Result<AsyncResult<R>, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
         let frame = worker::task_frame(worker::call_one::<A, R>, task as usize, &args)?;
         Ok(AsyncResult {
-            slot: self.submit(frame)?,
+            slot: self.submit(frame, deadline, None)?,
             result: PhantomData,
         })
     }
@@ -196,6 +263,8 @@ impl Pool {
 
     /// Python's `map(task, items)`: the results in the order of the items. As in Python, the
     /// items travel in chunks, about four per worker, and the first failed chunk is the error.
+    /// All the items are collected first, as in Python; `imap` takes them as it goes. A
+    /// deadline set with `Builder::task_deadline` holds for each chunk.
     pub fn map<A, R>(
         &self,
         task: fn(A) -> R,
@@ -213,7 +282,7 @@ impl Pool {
             .map(|chunk| {
                 let frame = worker::task_frame(worker::call_chunk::<A, R>, task as usize, chunk)?;
                 Ok(AsyncResult::<Vec<R>> {
-                    slot: self.submit(frame)?,
+                    slot: self.submit(frame, self.deadline, None)?,
                     result: PhantomData,
                 })
             })
@@ -258,8 +327,17 @@ impl Pool {
         }
     }
 
-    fn submit(&self, frame: Vec<u8>) -> Result<Arc<Slot>, Error> {
-        let slot = Arc::new(Slot::default());
+    /// Queues a task frame; its outcome goes to the slot returned, or on to `forward`.
+    fn submit(
+        &self,
+        frame: Vec<u8>,
+        deadline: Option<Duration>,
+        forward: Option<Forward>,
+    ) -> Result<Arc<Slot>, Error> {
+        let slot = Arc::new(Slot {
+            forward,
+            ..Slot::default()
+        });
         let mut state = lock(&self.shared.state);
         if let Some(why) = &state.broken {
             return Err(Error::Broken(why.clone()));
@@ -270,8 +348,14 @@ impl Pool {
         state.pending.push_back(Job {
             frame,
             slot: Arc::clone(&slot),
+            deadline,
         });
         state.dispatch();
+        drop(state);
+        if deadline.is_some() {
+            // The manager keeps the deadlines' clock: tell it of a new one.
+            self.wake_manager();
+        }
         Ok(slot)
     }
 
@@ -361,15 +445,42 @@ struct Slot {
     settled: Condvar,
     /// Set before the outcome, when a worker reports the task's end.
     ran: OnceLock<Ran>,
+    /// Where the outcome goes instead, for a part of a larger result.
+    forward: Option<Forward>,
+}
+
+/// Where a slot's outcome goes when it is one part of a larger result.
+enum Forward {
+    /// To `map_async`'s single result, as part `usize` of it.
+    Gather(Arc<map::Gather>, usize),
+    /// To an `imap` iterator, as chunk `usize`.
+    Channel(mpsc::Sender<(usize, Outcome)>, usize),
 }
 
 impl Slot {
+    /// Settles the slot, once: a later outcome (of a task already settled by its deadline,
+    /// say) is ignored.
     fn settle(&self, outcome: Outcome) {
         let mut slot = lock(&self.outcome);
-        if slot.is_none() {
-            *slot = Some(outcome);
-            if self.waiting.load(Ordering::Relaxed) {
-                self.settled.notify_all();
+        if slot.is_some() {
+            return;
+        }
+        match &self.forward {
+            None => {
+                *slot = Some(outcome);
+                if self.waiting.load(Ordering::Relaxed) {
+                    self.settled.notify_all();
+                }
+            }
+            Some(forward) => {
+                // Nobody waits on this slot: its outcome moves on, and only the mark stays.
+                *slot = Some(Ok(Vec::new()));
+                drop(slot);
+                match forward {
+                    Forward::Gather(gather, part) => gather.arrive(*part, outcome),
+                    // An iterator dropped early no longer wants its results.
+                    Forward::Channel(to, chunk) => drop(to.send((*chunk, outcome))),
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -21,6 +21,7 @@ use nix::sys::socket::{MsgFlags, getsockopt, recv, setsockopt, sockopt};
 use nix::unistd::Pid;
 
 use super::state::{Shared, State, Status, Worker};
+use super::worker::Report;
 use super::{Error, lock, worker};
 use crate::process::{self, Process};
 
@@ -31,6 +32,8 @@ struct Link {
     process: Process,
     received: Vec<u8>,
     eof: bool,
+    /// What its initializer's panic said, if it panicked.
+    init_failed: Option<String>,
 }
 
 /// The manager thread: starts the first `n` workers, says on `started` whether it could, then
@@ -39,6 +42,7 @@ pub(super) fn run(
     shared: &Shared,
     woken: UnixStream,
     n: usize,
+    start: &worker::Start,
     started: mpsc::Sender<io::Result<()>>,
 ) {
     let mut links = Vec::new();
@@ -46,7 +50,7 @@ pub(super) fn run(
         let mut state = lock(&shared.state);
         (0..n).try_for_each(|_| {
             let inherited = pool_fds(shared, &woken, &state, &links);
-            let (worker, link) = start_worker(inherited)?;
+            let (worker, link) = start_worker(inherited, start)?;
             state.workers.push(worker);
             links.push(link);
             Ok(())
@@ -59,7 +63,9 @@ pub(super) fn run(
     }
     let _ = started.send(Ok(()));
 
-    let ended = panic::catch_unwind(AssertUnwindSafe(|| manage(shared, &woken, &mut links)));
+    let ended = panic::catch_unwind(AssertUnwindSafe(|| {
+        manage(shared, &woken, &mut links, start)
+    }));
     let mut state = lock(&shared.state);
     let broken = match ended {
         Ok(Ok(())) => None,
@@ -81,27 +87,49 @@ pub(super) fn run(
 
 /// Runs until the pool is terminated, or closed with all its work done. Every result is read
 /// here, every dead worker is reaped and replaced here.
-fn manage(shared: &Shared, woken: &UnixStream, links: &mut Vec<Link>) -> io::Result<()> {
+fn manage(
+    shared: &Shared,
+    woken: &UnixStream,
+    links: &mut Vec<Link>,
+    start: &worker::Start,
+) -> io::Result<()> {
     let mut scratch = vec![0; 64 * 1024];
+    let mut due = None;
     loop {
-        let (results, ended) = wait_for_events(woken, links)?;
+        let (results, ended) = wait_for_events(woken, links, due)?;
         drain(woken);
         let mut state = lock(&shared.state);
         for &i in results.iter().chain(&ended) {
             read_results(&mut links[i], &mut state.workers[i], &mut scratch);
         }
+        // An initializer that fails would fail in every replacement too: the pool stops
+        // rather than fork workers for ever, and every task says why.
+        if let Some(why) = links.iter().find_map(|link| link.init_failed.as_ref()) {
+            return Err(io::Error::other(format!("the initializer panicked: {why}")));
+        }
         // From the highest index down, so that removing a worker keeps the others' indexes.
         for &i in ended.iter().rev() {
             let pid = state.workers[i].pid;
             let how = reap(&mut links[i].process);
+            if !state.workers[i].ready && how != "killed by SIGKILL" {
+                // Reaped: its pid may soon be another process's, so forget it. Its tasks
+                // had not started; the pool's end settles them.
+                let worker = state.workers.remove(i);
+                links.remove(i);
+                state.pending.extend(worker.sent);
+                return Err(io::Error::other(format!(
+                    "the initializer ended its worker: {how}"
+                )));
+            }
             // Its oldest task is the one it was running; the ones behind it had not started,
             // so they go back to the front of the queue for another worker.
             let mut sent = std::mem::take(&mut state.workers[i].sent);
             state.workers[i].sent_bytes = 0;
             if let Some(job) = sent.pop_front() {
-                job.slot.settle(Err(Error::WorkerDied {
-                    pid: pid.as_raw(),
-                    how,
+                let pid = pid.as_raw();
+                job.slot.settle(Err(match job.deadline {
+                    Some(deadline) if state.workers[i].overdue => Error::TimedOut { pid, deadline },
+                    _ => Error::WorkerDied { pid, how },
                 }));
             }
             while let Some(job) = sent.pop_back() {
@@ -109,7 +137,7 @@ fn manage(shared: &Shared, woken: &UnixStream, links: &mut Vec<Link>) -> io::Res
             }
             if state.status == Status::Running || !state.pending.is_empty() {
                 let inherited = pool_fds(shared, woken, &state, links);
-                match start_worker(inherited) {
+                match start_worker(inherited, start) {
                     Ok((worker, link)) => {
                         state.workers[i] = worker;
                         links[i] = link;
@@ -131,12 +159,31 @@ fn manage(shared: &Shared, woken: &UnixStream, links: &mut Vec<Link>) -> io::Res
             Status::Closed if state.idle() => return Ok(()),
             _ => state.dispatch(),
         }
+        due = kill_overdue(&mut state);
     }
 }
 
-/// Waits until a worker sends results or ends, or the pool wakes the manager. Returns the
-/// indexes of the workers with results and of those that ended.
-fn wait_for_events(woken: &UnixStream, links: &mut [Link]) -> io::Result<(Vec<usize>, Vec<usize>)> {
+/// Kills each worker whose task has run past its deadline (its death, seen through its
+/// pidfd, then settles the task); returns when the next deadline falls.
+fn kill_overdue(state: &mut State) -> Option<Instant> {
+    let now = Instant::now();
+    for worker in &mut state.workers {
+        if worker.due().is_some_and(|due| due <= now) {
+            worker.overdue = true;
+            worker.gone = true;
+            let _ = kill(worker.pid, Signal::SIGKILL);
+        }
+    }
+    state.workers.iter().filter_map(Worker::due).min()
+}
+
+/// Waits until a worker sends results or ends, the pool wakes the manager, or `due` comes.
+/// Returns the indexes of the workers with results and of those that ended.
+fn wait_for_events(
+    woken: &UnixStream,
+    links: &mut [Link],
+    due: Option<Instant>,
+) -> io::Result<(Vec<usize>, Vec<usize>)> {
     let mut fds = vec![PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
     let mut owners = vec![];
     for (i, link) in links.iter().enumerate() {
@@ -151,7 +198,12 @@ fn wait_for_events(woken: &UnixStream, links: &mut [Link]) -> io::Result<(Vec<us
         owners.push((i, true));
     }
     loop {
-        match poll(&mut fds, PollTimeout::NONE) {
+        // Rounded up, so that the wait does not end just before the deadline.
+        let timeout = due.map_or(PollTimeout::NONE, |due| {
+            let left = due.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+        });
+        match poll(&mut fds, timeout) {
             Err(Errno::EINTR) => continue,
             other => other?,
         };
@@ -200,8 +252,14 @@ fn read_results(link: &mut Link, worker: &mut Worker, scratch: &mut [u8]) {
             break;
         };
         used += 4 + len;
-        if let Some((outcome, start, end)) = worker::result_of(frame) {
-            worker.finished(outcome, start, end);
+        match worker::result_of(frame) {
+            Some(Report::Ended(outcome, start, end)) => worker.finished(outcome, start, end),
+            Some(Report::Ready) => {
+                worker.ready = true;
+                worker.since = Instant::now();
+            }
+            Some(Report::InitFailed(why)) => link.init_failed = Some(why),
+            None => {}
         }
     }
     link.received.drain(..used);
@@ -266,7 +324,7 @@ fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) 
 
 /// Forks a worker. Runs on the manager thread only, which lives as long as the pool: the
 /// worker gets SIGKILL when the thread that forked it ends (`process.rs`).
-fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
+fn start_worker(mut inherited: Vec<RawFd>, start: &worker::Start) -> io::Result<(Worker, Link)> {
     let (ours, theirs) = UnixStream::pair()?;
     let tasks = ours.try_clone()?;
     // Ask for a 256 KiB buffer; the kernel may give less. Queued tasks may use a quarter.
@@ -278,8 +336,9 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
     // in it: the pool's state is one, and the worker never touches it (stdout and stderr are
     // held across the fork, so a task can print). A task that waits on a lock another thread
     // of the parent held at the fork waits for ever (see the README).
+    let (ready, left, start) = (start.init.is_none(), start.max_tasks, start.clone());
     let mut process = Process::launch("ForkPoolWorker", move || {
-        process::forked(move || worker::run(&theirs, &inherited, base))
+        process::forked(move || worker::run(&theirs, &inherited, base, &start))
     });
     process.start()?;
     let pid = Pid::from_raw(process.pid().expect("started"));
@@ -293,6 +352,9 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
         sent_bytes: 0,
         budget,
         base,
+        ready,
+        left,
+        overdue: false,
     };
     Ok((
         worker,
@@ -301,6 +363,7 @@ fn start_worker(mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
             process,
             received: Vec::new(),
             eof: false,
+            init_failed: None,
         },
     ))
 }

@@ -29,6 +29,29 @@ const RESULT_HEADER: usize = 4 + 1 + 8 + 8;
 const RETURNED: u8 = 0;
 const PANICKED: u8 = 1;
 const UNCODABLE: u8 = 2;
+/// The worker ran its initializer: it starts tasks from now on.
+const READY: u8 = 3;
+/// The worker's initializer panicked (the message follows); the worker leaves.
+const INIT_FAILED: u8 = 4;
+
+/// How each worker starts and when it leaves, the same for every worker of a pool.
+#[derive(Clone, Default)]
+pub(super) struct Start {
+    /// A task frame the worker runs once before its first task (Python's `initializer`).
+    pub(super) init: Option<Vec<u8>>,
+    /// The worker leaves after this many tasks (Python's `maxtasksperchild`).
+    pub(super) max_tasks: Option<usize>,
+}
+
+/// What a result frame reports.
+pub(super) enum Report {
+    /// The oldest task the worker holds ended, between these offsets after its base.
+    Ended(Outcome, Duration, Duration),
+    /// The initializer returned.
+    Ready,
+    /// The initializer panicked, with this message.
+    InitFailed(String),
+}
 
 pub(super) fn task_frame<A: Serialize + ?Sized>(
     call: Call,
@@ -71,9 +94,9 @@ pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
     serde_json::to_writer(out, &results).map_err(|e| format!("the result: {e}"))
 }
 
-/// The outcome of a result frame (without its length) and when its task started and ended,
-/// after the worker's base instant; `None` for a frame too short to be one.
-pub(super) fn result_of(frame: &[u8]) -> Option<(Outcome, Duration, Duration)> {
+/// What a result frame (without its length) reports: for a task, its outcome and when it
+/// started and ended, after the worker's base instant; `None` for a frame too short to be one.
+pub(super) fn result_of(frame: &[u8]) -> Option<Report> {
     if frame.len() < RESULT_HEADER - 4 {
         return None;
     }
@@ -83,37 +106,76 @@ pub(super) fn result_of(frame: &[u8]) -> Option<(Outcome, Duration, Duration)> {
         Duration::from_nanos(nanos(1)),
         Duration::from_nanos(nanos(9)),
     );
+    let text = || String::from_utf8_lossy(body).into_owned();
     let outcome = match kind {
         RETURNED => Ok(body.to_vec()),
-        PANICKED => Err(Error::Panicked(String::from_utf8_lossy(body).into_owned())),
-        _ => Err(Error::Serde(String::from_utf8_lossy(body).into_owned())),
+        PANICKED => Err(Error::Panicked(text())),
+        READY => return Some(Report::Ready),
+        INIT_FAILED => return Some(Report::InitFailed(text())),
+        _ => Err(Error::Serde(text())),
     };
-    Some((outcome, start, end))
+    Some(Report::Ended(outcome, start, end))
 }
 
 // ---- In the worker ----
 
 /// A worker's life, in the forked child: it closes the pool's descriptors it inherited (it
-/// must hold no copy of another worker's socket or of the manager's), then runs tasks from
-/// `sock` until the pool ends the stream. Returns the exit code.
-pub(super) fn run(sock: &UnixStream, inherited: &[RawFd], base: Instant) -> i32 {
+/// must hold no copy of another worker's socket or of the manager's), runs the initializer
+/// if there is one, then runs tasks from `sock` until the pool ends the stream or it has run
+/// its `max_tasks`. Returns the exit code.
+pub(super) fn run(sock: &UnixStream, inherited: &[RawFd], base: Instant, start: &Start) -> i32 {
     for &fd in inherited {
         // SAFETY: these descriptors belong to the parent's side of the pool. Their owners
         // live in memory this process copied and never uses again: it never returns into
         // the parent's code and ends with `_exit`, so nothing closes them a second time.
         unsafe { libc::close(fd) };
     }
-    serve(sock, base)
+    if let Some(init) = &start.init {
+        // Reseeded first: an initializer may draw random numbers too.
+        let _ = rand::rng().reseed();
+        let mut report = vec![0; RESULT_HEADER];
+        let ran = panic::catch_unwind(AssertUnwindSafe(|| {
+            let (call, task, args) = parse(init)?;
+            call(task, args, &mut Vec::new())
+        }));
+        report[4] = match ran {
+            Ok(Ok(())) => READY,
+            Ok(Err(why)) => {
+                report.extend_from_slice(why.as_bytes());
+                INIT_FAILED
+            }
+            Err(payload) => {
+                report.extend_from_slice(message(&*payload).as_bytes());
+                INIT_FAILED
+            }
+        };
+        let len = (report.len() - 4) as u32;
+        report[..4].copy_from_slice(&len.to_le_bytes());
+        if (&*sock).write_all(&report).is_err() || report[4] == INIT_FAILED {
+            return 1;
+        }
+    }
+    serve(sock, base, start.max_tasks.unwrap_or(usize::MAX))
 }
 
-/// Runs tasks until the pool ends the task stream: 0, or 1 if the stream broke. Each result
-/// says when its task started and ended, after `base`.
-fn serve(sock: &UnixStream, base: Instant) -> i32 {
+/// A whole task frame's `Call`, task and arguments.
+fn parse(frame: &[u8]) -> Result<(Call, usize, &[u8]), String> {
+    let header = frame.get(..TASK_HEADER).ok_or("a short frame")?;
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap()) as usize;
+    // SAFETY: the pool made this frame with `task_frame` from the address of a `Call` taken
+    // in the program this process is a fork of, where it is the same function.
+    let call = unsafe { std::mem::transmute::<usize, Call>(word(4)) };
+    Ok((call, word(12), &frame[TASK_HEADER..]))
+}
+
+/// Runs tasks until the pool ends the task stream: 0, or 1 if the stream broke; or until it
+/// has run `max_tasks`: 0. Each result says when its task started and ended, after `base`.
+fn serve(sock: &UnixStream, base: Instant, max_tasks: usize) -> i32 {
     let mut reader = BufReader::with_capacity(64 * 1024, sock);
     let mut args = Vec::new();
     let mut out = Vec::new();
     let mut reseeded = false;
-    loop {
+    for _ in 0..max_tasks {
         let mut header = [0; TASK_HEADER];
         match reader.read_exact(&mut header) {
             Ok(()) => {}
@@ -178,4 +240,5 @@ fn serve(sock: &UnixStream, base: Instant) -> i32 {
             return 1;
         }
     }
+    0
 }
