@@ -1,5 +1,7 @@
 //! Fault injection for the process pool: workers killed with SIGKILL at random moments while
-//! tasks go through `apply_async` (`apply-async-killed`) or `map` (`map-killed`).
+//! tasks go through `apply_async` (`apply-async-killed`) or `map` (`map-killed`); the same
+//! with `maxtasksperchild(MAX_TASKS_PER_CHILD)`, so that workers also leave and are replaced
+//! by themselves (`apply-async-killed-maxtasks`, `map-killed-maxtasks`).
 //!
 //! One run: `Pool(4)` runs batches of small tasks while a thread of this process kills a
 //! random worker at random moments, for 0.2 s; then one more batch runs without kills, and the
@@ -24,7 +26,15 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{Board, Options, Rng, SharedArray, Tally};
 
-const SCENARIOS: [&str; 2] = ["apply-async-killed", "map-killed"];
+const SCENARIOS: [&str; 4] = [
+    "apply-async-killed",
+    "map-killed",
+    "apply-async-killed-maxtasks",
+    "map-killed-maxtasks",
+];
+
+/// In the `-maxtasks` scenarios, a worker leaves after this many tasks (chunks, in `map`).
+const MAX_TASKS_PER_CHILD: usize = 7;
 
 const WORKERS: usize = 4;
 /// How long workers are killed before the last batch.
@@ -71,10 +81,14 @@ fn run(opts: &Options) -> Result<i32, String> {
     let roles = (0..WORKERS).map(|_| "worker (last seen)".into()).collect();
     let state = || "the pool's workers, as last seen:".to_string();
     let watchdog = support::watch(opts, &board, roles, state, started);
-    let mut pool = Pool::new(WORKERS).map_err(|e| e.to_string())?;
+    let mut builder = Pool::builder().processes(WORKERS);
+    if opts.scenario.ends_with("-maxtasks") {
+        builder = builder.maxtasksperchild(MAX_TASKS_PER_CHILD);
+    }
+    let mut pool = builder.build().map_err(|e| e.to_string())?;
     let mut rng = Rng::new(opts.seed);
     let mut results = Results::default();
-    let map = opts.scenario == "map-killed";
+    let map = opts.scenario.starts_with("map-killed");
     let mut next = 0;
     thread::scope(|s| {
         let (pool, board) = (&pool, &board);

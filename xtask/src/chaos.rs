@@ -70,6 +70,13 @@ const SCENARIOS: &[Scenario] = &[
     },
     scenario("demo-pool", "chaos_pool", "apply-async-killed", (100, 5)),
     scenario("demo-pool", "chaos_pool", "map-killed", (100, 5)),
+    scenario(
+        "demo-pool",
+        "chaos_pool",
+        "apply-async-killed-maxtasks",
+        (100, 5),
+    ),
+    scenario("demo-pool", "chaos_pool", "map-killed-maxtasks", (100, 5)),
 ];
 
 /// The watchdog of a control run, which is expected to hang.
