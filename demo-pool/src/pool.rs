@@ -1,6 +1,8 @@
 //! A pool of worker processes with Python's `multiprocessing.Pool` API: `apply_async`,
-//! `apply`, `map`, `close`, `join`, `terminate`, and an `AsyncResult` with `get`,
-//! `get_timeout`, `ready` and `successful`, and `ran`: which worker ran the task, and when.
+//! `apply`, `map`, `map_async`, `starmap`, `starmap_async`, `imap`, `imap_unordered`,
+//! `close`, `join`, `terminate`; `initializer` and `maxtasksperchild` through
+//! `Pool::builder()`; and an `AsyncResult` with `get`, `get_timeout`, `ready` and
+//! `successful`, and `ran`: which worker ran the task, and when.
 //!
 //! How a task reaches a worker: the workers are forked from this program, so they hold the
 //! same code at the same addresses. A task is a plain `fn(A) -> R`; the pool sends its address
@@ -18,7 +20,12 @@
 //!   every worker gets SIGKILL when the pool's manager thread ends, which it does when the
 //!   program ends, however it ends (Ctrl-C, SIGTERM, SIGKILL);
 //! - every result is settled when the pool ends, so a `get()` never waits on a pool that is
-//!   gone.
+//!   gone;
+//! - a task may have a deadline (`apply_async_timeout`, or `Builder::task_deadline` for
+//!   all): past it, its worker is killed and replaced and the task fails with
+//!   `Error::TimedOut`, without touching any other task;
+//! - an initializer that fails stops the pool with an error that says so, instead of
+//!   forking new workers for ever.
 //!
 //! The pool by role, a file each:
 //! - this file: the API, `Pool` and `AsyncResult`, and the slot a result is settled in;
@@ -30,7 +37,10 @@
 //!   watches each worker through a pidfd;
 //! - `worker.rs`: a worker, and the wire format of tasks and results. Each worker has one
 //!   socketpair and runs one task at a time, so the pool always knows which task a dead
-//!   worker was running.
+//!   worker was running;
+//! - `options.rs`: `Pool::builder()`, for the initializer, `maxtasksperchild` and a deadline;
+//! - `map.rs`: `map_async` and `starmap`, one result gathered from a list's chunks;
+//! - `imap.rs`: `imap` and `imap_unordered`, results as an iterator over a lazy input.
 
 mod imap;
 mod manager;
