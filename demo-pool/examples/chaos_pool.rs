@@ -1,13 +1,16 @@
 //! Fault injection for the process pool: workers killed with SIGKILL at random moments while
 //! tasks go through `apply_async` (`apply-async-killed`) or `map` (`map-killed`); the same
 //! with `maxtasksperchild(MAX_TASKS_PER_CHILD)`, so that workers also leave and are replaced
-//! by themselves (`apply-async-killed-maxtasks`, `map-killed-maxtasks`).
+//! by themselves (`apply-async-killed-maxtasks`, `map-killed-maxtasks`); and with a deadline
+//! for every task, which some tasks run past, so that the pool kills workers too
+//! (`apply-async-killed-deadline`).
 //!
 //! One run: `Pool(4)` runs batches of small tasks while a thread of this process kills a
 //! random worker at random moments, for 0.2 s; then one more batch runs without kills, and the
 //! pool is closed and joined. Each task counts its runs in shared memory. Checked: every
-//! result is `Ok` with the right value or `Err(WorkerDied)`; no task runs twice; an `Ok` comes
-//! from a task that ran; every `get` and `map` returns (a watchdog ends a run that hangs).
+//! result is `Ok` with the right value, `Err(WorkerDied)`, or (with a deadline)
+//! `Err(TimedOut)`; no task runs twice; an `Ok` comes from a task that ran; every `get` and
+//! `map` returns (a watchdog ends a run that hangs).
 //!
 //! Prints one line, `chaos scenario=… result=ok|broken|hang kills=… lost=… …`.
 //!
@@ -26,15 +29,21 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{Board, Options, Rng, SharedArray, Tally};
 
-const SCENARIOS: [&str; 4] = [
+const SCENARIOS: [&str; 5] = [
     "apply-async-killed",
     "map-killed",
     "apply-async-killed-maxtasks",
     "map-killed-maxtasks",
+    "apply-async-killed-deadline",
 ];
 
 /// In the `-maxtasks` scenarios, a worker leaves after this many tasks (chunks, in `map`).
 const MAX_TASKS_PER_CHILD: usize = 7;
+/// In `apply-async-killed-deadline`, every task's deadline; one task in `LONG_EVERY` works
+/// `LONG`, far past it.
+const DEADLINE: Duration = Duration::from_millis(20);
+const LONG_EVERY: u64 = 25;
+const LONG: Duration = Duration::from_millis(200);
 
 const WORKERS: usize = 4;
 /// How long workers are killed before the last batch.
@@ -50,12 +59,19 @@ const CORRUPTED: usize = 0;
 /// Shared with the workers, which are forked after it is set: the board, and how many times
 /// each task ran.
 static SHARED: OnceLock<(Board, SharedArray<AtomicU8>)> = OnceLock::new();
+/// Set, before the pool starts, when some tasks run past their deadline.
+static LONG_TASKS: OnceLock<()> = OnceLock::new();
 
 /// A task: counts its run, works a little, returns `2i + 1`.
 fn task(i: u64) -> u64 {
     let (board, runs) = SHARED.get().expect("set before the pool starts");
     runs[i as usize].fetch_add(1, SeqCst);
-    support::spin(Duration::from_micros(i % 50));
+    let long = LONG_TASKS.get().is_some() && i % LONG_EVERY == LONG_EVERY - 1;
+    support::spin(if long {
+        LONG
+    } else {
+        Duration::from_micros(i % 50)
+    });
     board.progress();
     2 * i + 1
 }
@@ -84,6 +100,10 @@ fn run(opts: &Options) -> Result<i32, String> {
     let mut builder = Pool::builder().processes(WORKERS);
     if opts.scenario.ends_with("-maxtasks") {
         builder = builder.maxtasksperchild(MAX_TASKS_PER_CHILD);
+    }
+    if opts.scenario.ends_with("-deadline") {
+        let _ = LONG_TASKS.set(());
+        builder = builder.task_deadline(DEADLINE);
     }
     let mut pool = builder.build().map_err(|e| e.to_string())?;
     let mut rng = Rng::new(opts.seed);
@@ -136,9 +156,10 @@ fn run(opts: &Options) -> Result<i32, String> {
 fn report_died(results: &Results, tally: &Tally) {
     if tally.broken() {
         eprintln!(
-            "chaos_pool: {} results Ok, {} WorkerDied",
+            "chaos_pool: {} results Ok, {} WorkerDied, {} TimedOut",
             results.ok.iter().filter(|ok| **ok).count(),
-            results.died
+            results.died,
+            results.timed_out
         );
     }
 }
@@ -148,6 +169,7 @@ struct Results {
     /// Per task: whether its result was `Ok`.
     ok: Vec<bool>,
     died: u64,
+    timed_out: u64,
     lost: u64,
     corrupted: u64,
 }
@@ -194,6 +216,7 @@ impl Results {
                 self.corrupted += 1;
             }
             Err(Error::WorkerDied { .. }) => self.died += 1,
+            Err(Error::TimedOut { .. }) => self.timed_out += 1,
             Err(e) => {
                 eprintln!("chaos_pool: task {i}: {e}");
                 self.lost += 1;

@@ -1,6 +1,7 @@
-//! The calls beyond the note's: `imap` and `imap_unordered` (lazy input, dropped early, an
-//! input that panics half-way), `map_async`, `starmap`, an initializer (that works, that
-//! panics, that ends its worker), `maxtasksperchild`, and per-task deadlines.
+//! The calls beyond the note's: `imap` and `imap_unordered` (lazy input, dropped early),
+//! `map_async`, `starmap`, an initializer (that works, that panics, that ends its worker),
+//! `maxtasksperchild`, and per-task deadlines. (An input that panics is in
+//! `input_panics.rs`, a test program of its own.)
 //!
 //! A forked worker's output is lost inside the test harness: these tests look only at
 //! results, errors and pids. A task that must be mid-task when the test acts reports its pid
@@ -12,7 +13,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, RawFd};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -111,11 +111,6 @@ fn pid_of_worker(_: u64) -> i32 {
     std::process::id() as i32
 }
 
-/// The items 0, 1, … that panic when asked for `at`, as a generator that fails might.
-fn panicking_at(at: u64) -> impl Iterator<Item = u64> {
-    (0..).inspect(move |&x| assert!(x != at, "the input fails at {at} (this panic is expected)"))
-}
-
 /// A bound on a wait that must end: at most 20 s, then the test fails instead of hanging.
 const BOUND: Duration = Duration::from_secs(20);
 
@@ -171,28 +166,6 @@ fn imap_dropped_early_leaves_no_worker_busy() {
         ran += 1;
     }
     assert!(ran < 100, "all {ran} tasks of the dropped imap ran");
-    pool.close();
-    pool.join().unwrap();
-}
-
-#[test]
-fn a_map_of_an_input_that_panics_half_way_panics_here_and_the_pool_goes_on() {
-    let mut pool = Pool::new(2).unwrap();
-    let map = panic::catch_unwind(AssertUnwindSafe(|| pool.map(square, panicking_at(50))));
-    assert!(map.is_err());
-    let mut given = Vec::new();
-    let imap = panic::catch_unwind(AssertUnwindSafe(|| {
-        for result in pool.imap(square, panicking_at(50), 4).unwrap() {
-            given.push(result.unwrap());
-        }
-    }));
-    assert!(imap.is_err());
-    // imap gave out what it could before the input failed, in order.
-    assert_eq!(
-        given,
-        (0..given.len() as u64).map(|x| x * x).collect::<Vec<_>>()
-    );
-    assert_eq!(pool.map(square, 0..5), Ok(vec![0, 1, 4, 9, 16]));
     pool.close();
     pool.join().unwrap();
 }

@@ -77,6 +77,12 @@ const SCENARIOS: &[Scenario] = &[
         (100, 5),
     ),
     scenario("demo-pool", "chaos_pool", "map-killed-maxtasks", (100, 5)),
+    scenario(
+        "demo-pool",
+        "chaos_pool",
+        "apply-async-killed-deadline",
+        (100, 5),
+    ),
 ];
 
 /// The watchdog of a control run, which is expected to hang.
