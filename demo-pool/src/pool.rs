@@ -40,8 +40,10 @@
 //!   worker was running;
 //! - `options.rs`: `Pool::builder()`, for the initializer, `maxtasksperchild` and a deadline;
 //! - `map.rs`: `map_async` and `starmap`, one result gathered from a list's chunks;
-//! - `imap.rs`: `imap` and `imap_unordered`, results as an iterator over a lazy input.
+//! - `imap.rs`: `imap` and `imap_unordered`, results as an iterator over a lazy input;
+//! - `deadline.rs`: `apply_async_timeout`, a task with a deadline.
 
+mod deadline;
 mod imap;
 mod manager;
 mod map;
@@ -226,40 +228,6 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         self.apply_async_within(task, args, self.deadline)
-    }
-
-    /// `apply_async` with a deadline, which Python's pool does not have: if the task runs
-    /// longer than `deadline` (counted from when it starts in a worker), its worker is killed
-    /// and replaced, and its `get()` is `Err(Error::TimedOut)`. The other tasks are
-    /// untouched: a task with a deadline runs on a worker that holds no other task.
-    pub fn apply_async_timeout<A, R>(
-        &self,
-        task: fn(A) -> R,
-        args: A,
-        deadline: Duration,
-    ) -> Result<AsyncResult<R>, Error>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        self.apply_async_within(task, args, Some(deadline))
-    }
-
-    fn apply_async_within<A, R>(
-        &self,
-        task: fn(A) -> R,
-        args: A,
-        deadline: Option<Duration>,
-    ) -> Result<AsyncResult<R>, Error>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        let frame = worker::task_frame(worker::call_one::<A, R>, task as usize, &args)?;
-        Ok(AsyncResult {
-            slot: self.submit(frame, deadline, None)?,
-            result: PhantomData,
-        })
     }
 
     /// Python's `apply(task, args)`: runs `task(args)` in a worker and waits for its result.
