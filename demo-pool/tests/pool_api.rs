@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, FromRawFd, IntoRawFd, RawFd};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use demo_pool::{Error, Pool};
+use demo_pool::{AsyncResult, Error, Pool};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// Two pipes between a test and its tasks, opened before the pool forks its workers so
@@ -114,6 +114,13 @@ fn pid_of_worker(_: u64) -> i32 {
 /// A bound on a wait that must end: at most 20 s, then the test fails instead of hanging.
 const BOUND: Duration = Duration::from_secs(20);
 
+/// `apply`, with the wait bounded.
+fn bounded<R: serde::de::DeserializeOwned>(
+    result: Result<AsyncResult<R>, Error>,
+) -> Result<R, Error> {
+    result?.get_timeout(BOUND)
+}
+
 #[test]
 fn imap_gives_the_results_in_input_order_and_imap_unordered_all_of_them() {
     let pool = Pool::new(3).unwrap();
@@ -175,11 +182,14 @@ fn map_async_gives_one_result_for_the_list_and_starmap_unpacks_pairs() {
     let pool = Pool::new(2).unwrap();
     let squares = pool.map_async(square, 0..1000).unwrap();
     assert_eq!(
-        squares.get().unwrap(),
+        squares.get_timeout(BOUND).unwrap(),
         (0..1000).map(|x| x * x).collect::<Vec<u64>>()
     );
     assert_eq!(squares.successful(), Some(true));
-    assert_eq!(pool.map_async(square, []).unwrap().get(), Ok(vec![]));
+    assert_eq!(
+        pool.map_async(square, []).unwrap().get_timeout(BOUND),
+        Ok(vec![])
+    );
     let failed = pool
         .map_async(
             |x: u64| -> u64 {
@@ -190,13 +200,13 @@ fn map_async_gives_one_result_for_the_list_and_starmap_unpacks_pairs() {
         )
         .unwrap();
     assert_eq!(
-        failed.get(),
+        failed.get_timeout(BOUND),
         Err(Error::Panicked("boom (this panic is expected)".into()))
     );
     let powers = pool.starmap(u64::pow, [(2, 10), (3, 2), (10, 0)]);
     assert_eq!(powers, Ok(vec![1024, 9, 1]));
     let sums = pool.starmap_async(|a: String, b: String| a + &b, [("a".into(), "b".into())]);
-    assert_eq!(sums.unwrap().get(), Ok(vec!["ab".to_string()]));
+    assert_eq!(sums.unwrap().get_timeout(BOUND), Ok(vec!["ab".to_string()]));
 }
 
 /// Set by the initializer, in each worker.
@@ -219,7 +229,11 @@ fn each_worker_runs_the_initializer_once_before_its_first_task() {
         .build()
         .unwrap();
     // The replacements run it too; `set` would panic on a second run in one worker.
-    let seen: Vec<_> = pool.map_async(opened, 0..30).unwrap().get().unwrap();
+    let seen: Vec<_> = pool
+        .map_async(opened, 0..30)
+        .unwrap()
+        .get_timeout(BOUND)
+        .unwrap();
     assert!(seen.iter().all(|&s| s == Some(42)), "{seen:?}");
     assert_eq!(
         OPENED.get(),
@@ -237,7 +251,10 @@ fn an_initializer_that_panics_fails_the_pool_with_an_error_that_names_it() {
         .unwrap();
     // Queued before or after the pool stops, the task fails with the reason.
     let expected = "the initializer panicked: no database (this panic is expected)";
-    assert_eq!(pool.apply(square, 3), Err(Error::Broken(expected.into())));
+    assert_eq!(
+        bounded(pool.apply_async(square, 3)),
+        Err(Error::Broken(expected.into()))
+    );
     assert_eq!(
         pool.apply_async(square, 3).err(),
         Some(Error::Broken(expected.into()))
@@ -256,7 +273,10 @@ fn an_initializer_that_ends_its_worker_fails_the_pool() {
         .build()
         .unwrap();
     let expected = "the initializer ended its worker: exited with code 3";
-    assert_eq!(pool.apply(square, 3), Err(Error::Broken(expected.into())));
+    assert_eq!(
+        bounded(pool.apply_async(square, 3)),
+        Err(Error::Broken(expected.into()))
+    );
 }
 
 #[test]
@@ -269,7 +289,10 @@ fn maxtasksperchild_1_runs_each_of_100_tasks_in_a_fresh_worker() {
     let results: Vec<_> = (0..100)
         .map(|i| pool.apply_async(pid_of_worker, i).unwrap())
         .collect();
-    let pids: Vec<i32> = results.iter().map(|r| r.get().unwrap()).collect();
+    let pids: Vec<i32> = results
+        .iter()
+        .map(|r| r.get_timeout(BOUND).unwrap())
+        .collect();
     assert!(
         results
             .iter()
@@ -301,7 +324,7 @@ fn a_task_past_its_deadline_is_killed_and_the_others_run_once_untouched() {
         })
         .collect();
     assert_eq!(
-        late.get(),
+        late.get_timeout(BOUND),
         Err(Error::TimedOut {
             pid: hung,
             deadline
@@ -314,7 +337,7 @@ fn a_task_past_its_deadline_is_killed_and_the_others_run_once_untouched() {
     assert!(pool.pids().contains(&waiter));
     rendezvous.release(1);
     assert_eq!(
-        waiting.get(),
+        waiting.get_timeout(BOUND),
         Ok(waiter),
         "the task beside it ran on, untouched"
     );
@@ -322,13 +345,13 @@ fn a_task_past_its_deadline_is_killed_and_the_others_run_once_untouched() {
         others
             .iter()
             .enumerate()
-            .all(|(x, r)| r.get() == Ok(x as u64 * x as u64))
+            .all(|(x, r)| r.get_timeout(BOUND) == Ok(x as u64 * x as u64))
     );
     let runs = (0..20).map(|_| rendezvous.next_pid()).count();
     assert_eq!(runs, 20);
     assert!(!rendezvous.reported(0), "a task ran twice");
     let quick = pool.apply_async_timeout(square, 3, BOUND).unwrap();
-    assert_eq!(quick.get(), Ok(9));
+    assert_eq!(quick.get_timeout(BOUND), Ok(9));
     pool.close();
     pool.join().unwrap();
 }
@@ -343,6 +366,8 @@ fn a_pool_wide_deadline_holds_for_every_task() {
         .build()
         .unwrap();
     let late = pool.apply_async(report_and_hang, rendezvous.ends).unwrap();
-    assert!(matches!(late.get(), Err(Error::TimedOut { deadline: d, .. }) if d == deadline));
+    assert!(
+        matches!(late.get_timeout(BOUND), Err(Error::TimedOut { deadline: d, .. }) if d == deadline)
+    );
     assert_eq!(pool.map(square, 0..100).unwrap().len(), 100);
 }
