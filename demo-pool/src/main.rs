@@ -45,8 +45,8 @@ Usage: demo-pool [--help] [--timeline FILE]
 
 Runs the note's ten tasks on Pool(4): each sleeps 1 to 4 s and says which worker ran it. Then
 tours map, imap, starmap, a task that panics, a worker killed mid-task, a task past its
-deadline, and terminate(). Exits 1 if a task failed that should not have. --timeline FILE also draws the ten tasks as an SVG: a lane per
-worker, a bar per task.
+deadline, and terminate(). Exits 1 if a task failed that should not have. --timeline FILE
+also draws the ten tasks as an SVG: a lane per worker, a bar per task.
 
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
