@@ -117,7 +117,8 @@ impl Gather {
     }
 }
 
-/// One JSON list made of several: `[1,2]` and `[3]` make `[1,2,3]`.
+/// One JSON list made of several: `[1,2]` and `[3]` make `[1,2,3]`. This knows how the wire
+/// encodes a list; another encoding of values needs its own way to join them.
 fn join_lists(parts: &[Vec<u8>]) -> Vec<u8> {
     let mut joined = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 2);
     joined.push(b'[');
