@@ -352,6 +352,12 @@ fn a_task_past_its_deadline_is_killed_and_the_others_run_once_untouched() {
     assert!(!rendezvous.reported(0), "a task ran twice");
     let quick = pool.apply_async_timeout(square, 3, BOUND).unwrap();
     assert_eq!(quick.get_timeout(BOUND), Ok(9));
+    let endless = pool.apply_async_timeout(square, 4, Duration::MAX).unwrap();
+    assert_eq!(
+        endless.get_timeout(BOUND),
+        Ok(16),
+        "a deadline too far never comes"
+    );
     pool.close();
     pool.join().unwrap();
 }

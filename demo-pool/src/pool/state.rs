@@ -96,11 +96,12 @@ impl Worker {
         }
     }
 
-    /// When its oldest task passes its deadline, if it has one and has started.
+    /// When its oldest task passes its deadline, if it has one and has started. A deadline
+    /// too far to be an `Instant` never comes.
     pub(super) fn due(&self) -> Option<Instant> {
         let deadline = self.sent.front()?.deadline?;
         let started = self.ready && !self.overdue;
-        started.then(|| self.since.checked_add(deadline).unwrap_or(self.since))
+        started.then(|| self.since.checked_add(deadline)).flatten()
     }
 
     /// Settles its oldest task, which the worker ran to the end, from `start` to `end`
