@@ -1,12 +1,17 @@
-//! Pipe round trip and 1 MiB throughput between two processes: ours, the bare socketpair (the
-//! limit), and ipc-channel (the alternative this crate was measured against).
+//! Pipe round trip, and throughput at message sizes from 16 B to 16 MiB, between two
+//! processes: ours, the bare socketpair (the limit), and ipc-channel (the crate a Rust user
+//! would otherwise take).
 //!
 //! Its rows in the table of `cargo xtask bench`, in this order:
 //!
 //! | id | row |
 //! |---|---|
 //! | `pipe.roundtrip` | pipe round trip, [42, None, 'hello'] |
+//! | `pipe.16b` | pipe, 16 B messages |
+//! | `pipe.4kib` | pipe, 4 KiB messages |
+//! | `pipe.64kib` | pipe, 64 KiB messages |
 //! | `pipe.1mib` | pipe, 1 MiB messages |
+//! | `pipe.16mib` | pipe, 16 MiB messages |
 //!
 //! Prints `bench<TAB>id<TAB>who<TAB>median<TAB>unit` lines for `cargo xtask bench`.
 //! Run with: `cargo run --release -p demo-pipe --example bench_pipe` (`BENCH_QUICK=1` for fewer repeats)
@@ -24,6 +29,16 @@ use nix::unistd::Pid;
 use serde_bytes::{ByteBuf, Bytes};
 
 const MIB: usize = 1 << 20;
+/// The largest message measured.
+const MAX: usize = 16 * MIB;
+/// The sizes measured, with their row ids.
+const SIZES: [(&str, usize); 5] = [
+    ("pipe.16b", 16),
+    ("pipe.4kib", 4 << 10),
+    ("pipe.64kib", 64 << 10),
+    ("pipe.1mib", MIB),
+    ("pipe.16mib", MAX),
+];
 /// Ours on the wire for [42, None, 'hello']: a 4-byte length and 12 bytes of postcard.
 const FRAME: usize = 16;
 
@@ -58,11 +73,11 @@ fn per_call_us(n: usize, mut f: impl FnMut()) -> f64 {
     start.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
-/// GB/s for `n` messages of 1 MiB, moved by `f`.
-fn gb_per_s(n: usize, f: impl FnOnce()) -> f64 {
+/// GB/s for `bytes` moved by `f`.
+fn gb_per_s(bytes: usize, f: impl FnOnce()) -> f64 {
     let start = Instant::now();
     f();
-    (n * MIB) as f64 / start.elapsed().as_secs_f64() / 1e9
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e9
 }
 
 fn first_cpu(set: &CpuSet) -> usize {
@@ -72,7 +87,7 @@ fn first_cpu(set: &CpuSet) -> usize {
 }
 
 fn report(id: &str, who: &str, value: f64, unit: &str) {
-    println!("bench\t{id}\t{who}\t{value:.3}\t{unit}");
+    println!("bench\t{id}\t{who}\t{value:.6}\t{unit}");
 }
 
 /// Starts `f` in a child; the child is killed and reaped when the `Process` is dropped.
@@ -84,7 +99,7 @@ fn child<A: 'static>(f: impl FnOnce(A) + 'static, args: A) -> Process {
 
 fn main() {
     let quick = std::env::var_os("BENCH_QUICK").is_some();
-    let (repeats, trips, messages) = if quick { (5, 500, 16) } else { (15, 2000, 64) };
+    let (repeats, trips) = if quick { (5, 500) } else { (15, 2000) };
 
     assert_eq!(postcard::to_stdvec(&hello()).unwrap().len() + 4, FRAME);
 
@@ -157,14 +172,16 @@ fn main() {
     report("pipe.roundtrip", "ipc-channel", ipc_typed, "us");
     sched_setaffinity(Pid::from_raw(0), &all_cpus).unwrap();
 
-    // 1 MiB messages, child to parent: the parent asks for `messages` and times them all.
+    // Messages of each size, child to parent: the parent asks for `n` of `size` bytes and
+    // times them all. Each sender child keeps one 16 MiB vector and sends its first `size`
+    // bytes, so that no child allocates while the parent's clock runs.
     let (mut conn, theirs) = pipe().unwrap();
     let _sender = child(
         |mut conn: Connection| {
-            let data = vec![7u8; MIB];
-            while let Ok(n) = conn.recv::<usize>() {
+            let data = vec![7u8; MAX];
+            while let Ok((size, n)) = conn.recv::<(usize, usize)>() {
                 for _ in 0..n {
-                    conn.send(Bytes::new(&data)).unwrap();
+                    conn.send(Bytes::new(&data[..size])).unwrap();
                 }
             }
         },
@@ -175,61 +192,70 @@ fn main() {
     let (mut sock, theirs) = UnixStream::pair().unwrap();
     let _sender = child(
         |mut sock: UnixStream| {
-            let data = vec![7u8; MIB];
-            let mut n = [0; 8];
-            while sock.read_exact(&mut n).is_ok() {
-                for _ in 0..u64::from_le_bytes(n) {
-                    sock.write_all(&data).unwrap();
+            let data = vec![7u8; MAX];
+            let mut ask = [0; 16];
+            while sock.read_exact(&mut ask).is_ok() {
+                let size = u64::from_le_bytes(ask[..8].try_into().unwrap()) as usize;
+                for _ in 0..u64::from_le_bytes(ask[8..].try_into().unwrap()) {
+                    sock.write_all(&data[..size]).unwrap();
                 }
             }
         },
         theirs,
     );
-    let mut buf = vec![0u8; MIB];
+    let mut buf = vec![0u8; MAX];
 
-    let (ask, asked) = ipc::channel::<usize>().unwrap();
+    let (ask, asked) = ipc::channel::<(usize, usize)>().unwrap();
     let (tx, rx) = ipc::bytes_channel().unwrap();
     let _sender = child(
-        |(asked, tx): (ipc::IpcReceiver<usize>, ipc::IpcBytesSender)| {
-            let data = vec![7u8; MIB];
-            while let Ok(n) = asked.recv() {
+        |(asked, tx): (ipc::IpcReceiver<(usize, usize)>, ipc::IpcBytesSender)| {
+            let data = vec![7u8; MAX];
+            while let Ok((size, n)) = asked.recv() {
                 for _ in 0..n {
-                    tx.send(&data).unwrap();
+                    tx.send(&data[..size]).unwrap();
                 }
             }
         },
         (asked, tx),
     );
-    let [ours, limit, ipc_bytes] = medians(
-        repeats,
-        [
-            &mut || {
-                gb_per_s(messages, || {
-                    conn.send(&messages).unwrap();
-                    for _ in 0..messages {
-                        assert_eq!(conn.recv::<ByteBuf>().unwrap().len(), MIB);
-                    }
-                })
-            },
-            &mut || {
-                gb_per_s(messages, || {
-                    sock.write_all(&(messages as u64).to_le_bytes()).unwrap();
-                    for _ in 0..messages {
-                        sock.read_exact(&mut buf).unwrap();
-                    }
-                })
-            },
-            &mut || {
-                gb_per_s(messages, || {
-                    ask.send(messages).unwrap();
-                    for _ in 0..messages {
-                        assert_eq!(rx.recv().unwrap().len(), MIB);
-                    }
-                })
-            },
-        ],
-    );
-    report("pipe.1mib", "ours", ours, "GB/s");
-    report("pipe.1mib", "limit", limit, "GB/s");
-    report("pipe.1mib", "ipc-channel", ipc_bytes, "GB/s");
+    for (id, size) in SIZES {
+        // About 32 MiB per figure (8 MiB quick), and never fewer than 8 messages.
+        let bytes = if quick { 8 * MIB } else { 32 * MIB };
+        let n = (bytes / size).clamp(8, 20_000);
+        let [ours, limit, ipc_bytes] = medians(
+            repeats,
+            [
+                &mut || {
+                    gb_per_s(n * size, || {
+                        conn.send(&(size, n)).unwrap();
+                        for _ in 0..n {
+                            assert_eq!(conn.recv::<ByteBuf>().unwrap().len(), size);
+                        }
+                    })
+                },
+                &mut || {
+                    gb_per_s(n * size, || {
+                        let mut ask = [0; 16];
+                        ask[..8].copy_from_slice(&(size as u64).to_le_bytes());
+                        ask[8..].copy_from_slice(&(n as u64).to_le_bytes());
+                        sock.write_all(&ask).unwrap();
+                        for _ in 0..n {
+                            sock.read_exact(&mut buf[..size]).unwrap();
+                        }
+                    })
+                },
+                &mut || {
+                    gb_per_s(n * size, || {
+                        ask.send((size, n)).unwrap();
+                        for _ in 0..n {
+                            assert_eq!(rx.recv().unwrap().len(), size);
+                        }
+                    })
+                },
+            ],
+        );
+        report(id, "ours", ours, "GB/s");
+        report(id, "limit", limit, "GB/s");
+        report(id, "ipc-channel", ipc_bytes, "GB/s");
+    }
 }

@@ -1,9 +1,9 @@
-"""Pipe round trip and 1 MiB throughput in Python, for `cargo xtask bench`.
+"""Pipe round trip and throughput at sizes from 16 B to 16 MiB in Python, for `cargo xtask bench`.
 
 Prints `bench<TAB>id<TAB>python<TAB>median<TAB>unit` lines. BENCH_QUICK=1: fewer repeats.
-The same shapes as examples/bench.rs: [42, None, 'hello'] sent and echoed back; a child
-sending 1 MiB bytes objects that the parent asked for, with send/recv (pickled, as ours are
-encoded).
+The same shapes as examples/bench_pipe.rs: [42, None, 'hello'] sent and echoed back; a child
+sending bytes objects of each size that the parent asked for, with send/recv (pickled, as ours
+are encoded).
 """
 import multiprocessing as mp
 import os
@@ -11,6 +11,9 @@ import statistics
 import time
 
 MIB = 1 << 20
+MAX = 16 * MIB
+SIZES = [("pipe.16b", 16), ("pipe.4kib", 4 << 10), ("pipe.64kib", 64 << 10),
+         ("pipe.1mib", MIB), ("pipe.16mib", MAX)]
 
 
 def echo(conn, parents_end):
@@ -25,11 +28,14 @@ def echo(conn, parents_end):
 
 def sender(conn, parents_end):
     parents_end.close()
-    data = b"\x07" * MIB
+    data = b"\x07" * MAX
     try:
         while True:
-            for _ in range(conn.recv()):
-                conn.send(data)
+            size, n = conn.recv()
+            # A bytes object of its own per size, made before the parent's clock counts.
+            message = data[:size]
+            for _ in range(n):
+                conn.send(message)
     except EOFError:
         pass
 
@@ -44,7 +50,7 @@ def start(target):
 
 def main():
     quick = os.environ.get("BENCH_QUICK")
-    repeats, trips, messages = (5, 500, 16) if quick else (15, 2000, 64)
+    repeats, trips = (5, 500) if quick else (15, 2000)
     mp.set_start_method("fork")
 
     # On one CPU, as the Rust side: a round trip otherwise measures the scheduler.
@@ -64,16 +70,19 @@ def main():
     os.sched_setaffinity(0, all_cpus)
 
     conn, p = start(sender)
-    figures = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        conn.send(messages)
-        for _ in range(messages):
-            assert len(conn.recv()) == MIB
-        figures.append(messages * MIB / (time.perf_counter() - t) / 1e9)
+    for row, size in SIZES:
+        # About 32 MiB per figure (8 MiB quick), and never fewer than 8 messages.
+        n = min(max((8 if quick else 32) * MIB // size, 8), 20_000)
+        figures = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            conn.send((size, n))
+            for _ in range(n):
+                assert len(conn.recv()) == size
+            figures.append(n * size / (time.perf_counter() - t) / 1e9)
+        print(f"bench\t{row}\tpython\t{statistics.median(figures):.6f}\tGB/s")
     conn.close()
     p.join()
-    print(f"bench\tpipe.1mib\tpython\t{statistics.median(figures):.3f}\tGB/s")
 
 
 if __name__ == "__main__":

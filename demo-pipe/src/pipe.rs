@@ -37,8 +37,9 @@
 //! assert_eq!(sum, 3);
 //! ```
 
+use std::any::{Any, TypeId};
 use std::fmt;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use std::time::Duration;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
 
 /// Python's `Pipe()`: two ends, each of which can send and receive.
 pub fn pipe() -> io::Result<(Connection, Connection)> {
@@ -147,10 +149,13 @@ pub struct Connection {
 
 /// Frame length prefix.
 const HEADER: usize = 4;
-/// Messages up to this size are encoded into a buffer and written with one call; larger ones
-/// are encoded straight into the socket.
-const STREAM: usize = 64 << 10;
-/// A receive buffer larger than this is given back after the message instead of kept.
+/// A piece of an encoded value this long or longer is written from where it is, not copied.
+const BULK: usize = 4 << 10;
+/// A frame this long or longer whose value is one run of bytes is read into the value itself.
+const RUN: usize = 1 << 10;
+/// A body this long or longer is read straight from the socket, not through the read buffer.
+const DIRECT: usize = 16 << 10;
+/// A receive buffer larger than this is given back after a message of less than half its size.
 const KEEP: usize = 4 << 20;
 
 impl Connection {
@@ -180,28 +185,31 @@ impl Connection {
         let header = u32::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message larger than 4 GiB"))?
             .to_le_bytes();
-        let mut socket = self.socket.get_ref();
-        if len <= STREAM {
-            // Header and body in one write call: a small message is one system call.
-            let buf = &mut self.send_buf;
-            buf.clear();
-            buf.extend_from_slice(&header);
-            postcard::to_io(value, &mut *buf).map_err(Error::Data)?;
-            socket.write_all(buf)?;
-        } else {
-            // A large value is encoded straight into the socket: its bulk bytes (a `Bytes`,
-            // a `String`) go from where they are to the kernel without a copy on the way.
-            let mut out = BufWriter::with_capacity(STREAM, socket);
-            out.write_all(&header)?;
-            postcard::to_io(value, &mut out).map_err(Error::Data)?;
-            out.flush()?;
+        // Small pieces (the header, lengths, numbers) gather in `send_buf`; a bulk piece (a
+        // `Bytes`, a long `String`) goes out with them in one `writev`, straight from where it
+        // is: a small message is one system call, and a large one is not copied on the way.
+        self.send_buf.clear();
+        self.send_buf.extend_from_slice(&header);
+        let mut out = Gather {
+            socket: self.socket.get_ref(),
+            pending: &mut self.send_buf,
+            failed: None,
+        };
+        let encoded = postcard::to_io(value, &mut out).map(drop);
+        // postcard reports a failed write as its own error: the socket's comes first.
+        if let Some(e) = out.failed.take() {
+            return Err(e.into());
         }
-        Ok(())
+        // postcard flushes at the end: what is still pending is written by then.
+        encoded.map_err(Error::Data)
     }
 
     /// Python's `recv()`: waits for the next value. `Error::Eof` once the other end is
     /// closed and every message it sent has been read.
-    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+    ///
+    /// A `serde_bytes::ByteBuf`, a `Vec<u8>` or a `String` of 1 KiB or more is read from the
+    /// socket straight into the vector that becomes the value, without a copy on the way.
+    pub fn recv<T: DeserializeOwned + 'static>(&mut self) -> Result<T, Error> {
         if self.mode == Mode::SendOnly {
             return Err(io::Error::other("connection is write-only").into());
         }
@@ -209,20 +217,91 @@ impl Connection {
         let mut header = [0; HEADER];
         read_exact(&mut self.socket, &mut header)?;
         let len = u32::from_le_bytes(header) as usize;
+        let mut prefix = Vec::new();
+        if len >= RUN && is_one_run::<T>() {
+            match self.recv_run::<T>(len)? {
+                Run::Value(value) => {
+                    return Ok(*value.downcast::<T>().expect("the type was checked"));
+                }
+                // Another type was sent: the bytes read so far start the frame.
+                Run::Not(read) => prefix = read,
+            }
+        }
+        let len = len - prefix.len();
+        // `recv_buf` is kept initialised (zeroed when it grows), so that reading into it
+        // needs no zeroing per message.
         let mut buf = std::mem::take(&mut self.recv_buf);
-        buf.clear();
-        buf.reserve(len);
-        // A large body skips the read buffer and lands straight in `buf`, without zeroing it first.
-        let read = (&mut self.socket).take(len as u64).read_to_end(&mut buf);
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let body = &mut buf[..len];
+        let read = if len < DIRECT {
+            self.socket.read_exact(body)
+        } else {
+            // What the read buffer holds of the body, then the rest straight from the socket,
+            // in as few calls as the socket allows: no copy on the way.
+            let buffered = self.socket.buffer().len().min(len);
+            body[..buffered].copy_from_slice(&self.socket.buffer()[..buffered]);
+            self.socket.consume(buffered);
+            self.socket.get_ref().read_exact(&mut body[buffered..])
+        };
         let result = match read {
-            Ok(n) if n == len => decode(&buf),
-            Ok(_) => Err(Error::Eof),
+            Ok(()) if prefix.is_empty() => decode(body),
+            Ok(()) => decode(&[&prefix[..], body].concat()),
             Err(e) => Err(eof_or(e)),
         };
-        if buf.capacity() <= KEEP {
+        // Kept while messages stay about its size, so that a stream of large messages does
+        // not allocate (and fault in) a fresh buffer each; given back after a much smaller one.
+        if buf.len() <= KEEP.max(2 * len) {
             self.recv_buf = buf;
         }
         result
+    }
+
+    /// A frame of `len` bytes whose value is one run of bytes (see `is_one_run`): the run's
+    /// length, then the run read straight from the socket into the vector that becomes the
+    /// value, with no copy on the way. If the length says that the frame holds something
+    /// else, the bytes read so far, for `recv` to read the rest after them.
+    fn recv_run<T: 'static>(&mut self, len: usize) -> Result<Run, Error> {
+        // postcard's length: 7 bits a byte, low first, the high bit set on all but the last.
+        let mut read = Vec::new();
+        let mut run = 0u64;
+        loop {
+            let mut byte = [0];
+            read_exact(&mut self.socket, &mut byte)?;
+            read.push(byte[0]);
+            run |= u64::from(byte[0] & 0x7f) << (7 * (read.len() - 1));
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+            if read.len() == 10 || read.len() == len {
+                return Ok(Run::Not(read));
+            }
+        }
+        if run != (len - read.len()) as u64 {
+            return Ok(Run::Not(read));
+        }
+        let run = run as usize;
+        let mut bytes = Vec::with_capacity(run);
+        let buffered = self.socket.buffer().len().min(run);
+        bytes.extend_from_slice(&self.socket.buffer()[..buffered]);
+        self.socket.consume(buffered);
+        // Straight into `bytes`, without zeroing it first, in as few calls as the socket allows.
+        let rest = (run - buffered) as u64;
+        match self.socket.get_ref().take(rest).read_to_end(&mut bytes) {
+            Ok(_) if bytes.len() == run => {}
+            Ok(_) => return Err(Error::Eof),
+            Err(e) => return Err(eof_or(e)),
+        }
+        let value: Box<dyn Any> = if TypeId::of::<T>() == TypeId::of::<String>() {
+            let text = String::from_utf8(bytes);
+            Box::new(text.map_err(|_| Error::Data(postcard::Error::DeserializeBadUtf8))?)
+        } else if TypeId::of::<T>() == TypeId::of::<Vec<u8>>() {
+            Box::new(bytes)
+        } else {
+            Box::new(ByteBuf::from(bytes))
+        };
+        Ok(Run::Value(value))
     }
 
     /// Python's `poll(timeout)`: whether `recv` would return at once, waiting at most
@@ -295,6 +374,76 @@ impl fmt::Debug for Connection {
             .field("fd", &self.socket.get_ref().as_raw_fd())
             .finish()
     }
+}
+
+/// A frame on its way out: small pieces gather in `pending`, and a bulk piece leaves with
+/// them in one `writev`.
+struct Gather<'a> {
+    socket: &'a UnixStream,
+    pending: &'a mut Vec<u8>,
+    /// Why a write failed, which postcard would otherwise report as a full buffer.
+    failed: Option<io::Error>,
+}
+
+impl Gather<'_> {
+    /// `pending`, then `piece`, in as few `writev` calls as the socket allows.
+    fn write_both(&mut self, piece: &[u8]) -> io::Result<()> {
+        let mut slices = [IoSlice::new(self.pending), IoSlice::new(piece)];
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match self.socket.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+impl Write for Gather<'_> {
+    fn write(&mut self, piece: &[u8]) -> io::Result<usize> {
+        if piece.len() < BULK {
+            self.pending.extend_from_slice(piece);
+        } else if let Err(e) = self.write_both(piece) {
+            let kind = e.kind();
+            self.failed = Some(e);
+            return Err(kind.into());
+        }
+        Ok(piece.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut socket = self.socket;
+        if let Err(e) = socket.write_all(self.pending) {
+            let kind = e.kind();
+            self.failed = Some(e);
+            return Err(kind.into());
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+/// The types whose postcard encoding is one run of bytes, its length first: `recv` reads a
+/// large one straight into the value. Any other type is decoded from the frame as a whole.
+fn is_one_run<T: 'static>() -> bool {
+    [
+        TypeId::of::<ByteBuf>(),
+        TypeId::of::<Vec<u8>>(),
+        TypeId::of::<String>(),
+    ]
+    .contains(&TypeId::of::<T>())
+}
+
+/// What `recv_run` found.
+enum Run {
+    /// The value, of the type `recv` asked for.
+    Value(Box<dyn Any>),
+    /// The frame holds something else: the bytes read of it so far.
+    Not(Vec<u8>),
 }
 
 /// Decodes a whole frame: bytes left over mean the sender sent some other type.
@@ -492,6 +641,75 @@ mod tests {
         let (mut a, mut b) = pipe().unwrap();
         a.send(&"not a number").unwrap();
         assert!(matches!(b.recv::<u64>(), Err(Error::Data(_))));
+    }
+
+    #[test]
+    fn messages_of_every_size_arrive_whole_between_small_ones() {
+        // Around each threshold: a piece written from where it is (BULK), a body read
+        // straight from the socket (DIRECT), a receive buffer kept or given back (KEEP).
+        let sizes = [
+            0,
+            1,
+            BULK - 1,
+            BULK,
+            DIRECT - 1,
+            DIRECT,
+            64 << 10,
+            KEEP,
+            KEEP + 1,
+            3 * KEEP,
+            3 * KEEP + 7,
+            5,
+        ];
+        fn pattern(size: usize) -> Vec<u8> {
+            (0..size).map(|i| (i * 31 + size) as u8).collect()
+        }
+        let (mut parent, child) = pipe().unwrap();
+        let mut p = Process::new(
+            move |mut conn: Connection| {
+                for size in sizes {
+                    conn.send(serde_bytes::Bytes::new(&pattern(size))).unwrap();
+                    conn.send(&(size as u64)).unwrap();
+                    // A value with a bulk piece between small ones.
+                    let text = "é".repeat(size / 2);
+                    conn.send(&(size as u32, text, size as u8)).unwrap();
+                }
+            },
+            child,
+        );
+        p.start().unwrap();
+        for size in sizes {
+            let got: serde_bytes::ByteBuf = parent.recv().unwrap();
+            assert!(got.as_slice() == pattern(size), "{size} bytes");
+            assert_eq!(parent.recv::<u64>().unwrap(), size as u64);
+            let (n, text, last): (u32, String, u8) = parent.recv().unwrap();
+            assert_eq!((n, last), (size as u32, size as u8));
+            assert!(text == "é".repeat(size / 2), "{size} bytes of text");
+        }
+        assert!(matches!(parent.recv::<u8>(), Err(Error::Eof)));
+        assert_eq!(p.join().unwrap(), 0);
+    }
+
+    #[test]
+    fn bytes_and_strings_read_into_the_value_and_other_frames_are_decoded_whole() {
+        let (mut a, mut b) = pipe().unwrap();
+        let bytes: Vec<u8> = (0..100_000).map(|i| (i % 251) as u8).collect();
+        a.send(serde_bytes::Bytes::new(&bytes)).unwrap();
+        a.send(&bytes).unwrap(); // A `Vec<u8>` without serde_bytes: the same bytes on the wire.
+        a.send(&"ü".repeat(1000)).unwrap();
+        assert!(b.recv::<ByteBuf>().unwrap().as_slice() == bytes.as_slice());
+        assert!(b.recv::<Vec<u8>>().unwrap() == bytes);
+        assert!(b.recv::<String>().unwrap() == "ü".repeat(1000));
+        // Not a run of bytes: a number that is not the length, then 2000 bytes.
+        a.send(&(5000u64, serde_bytes::Bytes::new(&[1u8; 2000])))
+            .unwrap();
+        // Bytes that are not UTF-8, asked for as a `String`.
+        a.send(serde_bytes::Bytes::new(&[0xff; 2000])).unwrap();
+        a.send(&"after").unwrap();
+        assert!(matches!(b.recv::<ByteBuf>(), Err(Error::Data(_))));
+        assert!(matches!(b.recv::<String>(), Err(Error::Data(_))));
+        // Each wrong frame was read whole: the next message is intact.
+        assert_eq!(b.recv::<String>().unwrap(), "after");
     }
 
     #[test]

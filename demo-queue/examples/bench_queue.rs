@@ -3,6 +3,10 @@
 //! - `queue.processes`: small integers from one process to another, in messages per second:
 //!   our `Queue` (unbounded, and bounded to 1000), and a bare `SOCK_SEQPACKET` socketpair
 //!   sending 8-byte messages (the limit: our queue adds serde and, when it sleeps, a futex).
+//! - `queue.16b`, `queue.4kib`, `queue.64kib`: `serde_bytes` values of that size from one
+//!   process to another, in messages per second: our `Queue`, a `String` of the same size
+//!   through it, and ipc-channel (the crate a Rust user would otherwise take: one-way, one
+//!   receiver, unbounded) with the same bytes.
 //! - `queue.threads`: items per second from one thread to another through a crossbeam
 //!   channel, the counterpart of Python's `queue.Queue`.
 //!
@@ -11,6 +15,9 @@
 //! | id | row |
 //! |---|---|
 //! | `queue.processes` | queue, process to process |
+//! | `queue.16b` | queue, 16 B values |
+//! | `queue.4kib` | queue, 4 KiB values |
+//! | `queue.64kib` | queue, 64 KiB values |
 //! | `queue.threads` | queue.Queue between 2 threads |
 //!
 //! Run with: `cargo run --release -p demo-queue --example bench_queue` (`BENCH_QUICK=1` for fewer
@@ -20,7 +27,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use demo_queue::{Process, Queue, Writer};
+use ipc_channel::ipc;
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
 
 fn main() {
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
@@ -34,6 +45,26 @@ fn main() {
     report("queue.processes", "bounded", bounded, "msg/s");
     let limit = median(repeats, || socketpair_processes(n));
     report("queue.processes", "limit", limit, "msg/s");
+
+    for (id, size, count) in [
+        ("queue.16b", 16, n),
+        ("queue.4kib", 4 << 10, n / 3),
+        ("queue.64kib", 64 << 10, n / 15),
+    ] {
+        let bytes = ByteBuf::from(vec![7u8; size]);
+        let text = "7".repeat(size);
+        let [ours, string, ipc] = medians(
+            repeats,
+            [
+                &mut || values_processes(Queue::new().unwrap(), bytes.clone(), count),
+                &mut || values_processes(Queue::new().unwrap(), text.clone(), count),
+                &mut || ipc_processes(bytes.clone(), count),
+            ],
+        );
+        report(id, "ours", ours, "msg/s");
+        report(id, "String", string, "msg/s");
+        report(id, "ipc-channel", ipc, "msg/s");
+    }
 
     let threads = median(repeats, || crossbeam_threads(n * 10));
     report("queue.threads", "ours", threads, "items/s");
@@ -55,6 +86,69 @@ fn queue_processes(q: Queue<u64>, n: u64) -> f64 {
     assert_eq!(sum, n * (n - 1) / 2);
     assert_eq!(child.join().unwrap(), 0);
     rate
+}
+
+/// One writer process puts `n` copies of `value`, this process gets them all.
+fn values_processes<T>(q: Queue<T>, value: T, n: u64) -> f64
+where
+    T: Serialize + DeserializeOwned + Clone + PartialEq + 'static,
+{
+    let reader = q.reader();
+    let writer = q.writer();
+    drop(q);
+    let start = Instant::now();
+    let sent = value.clone();
+    let mut child = Process::new(
+        move |w: Writer<T>| (0..n).for_each(|_| w.put(sent.clone()).unwrap()),
+        writer,
+    );
+    child.start().unwrap();
+    let mut last = None;
+    for _ in 0..n {
+        last = Some(reader.get().unwrap());
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    assert!(last == Some(value));
+    assert_eq!(child.join().unwrap(), 0);
+    rate
+}
+
+/// The same traffic through an ipc-channel channel, made before the fork as our queue is.
+fn ipc_processes(value: ByteBuf, n: u64) -> f64 {
+    let (tx, rx) = ipc::channel::<ByteBuf>().unwrap();
+    let start = Instant::now();
+    let sent = value.clone();
+    let mut child = Process::new(
+        move |tx: ipc::IpcSender<ByteBuf>| (0..n).for_each(|_| tx.send(sent.clone()).unwrap()),
+        tx,
+    );
+    child.start().unwrap();
+    let mut last = None;
+    for _ in 0..n {
+        last = Some(rx.recv().unwrap());
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    assert!(last == Some(value));
+    assert_eq!(child.join().unwrap(), 0);
+    rate
+}
+
+/// The median figure of each contender over `repeats` rounds. Each round runs every
+/// contender once, in turn, so that the machine's drift (it is shared) falls on all alike.
+fn medians<const N: usize>(
+    repeats: usize,
+    mut contenders: [&mut dyn FnMut() -> f64; N],
+) -> [f64; N] {
+    let mut figures = [(); N].map(|_| Vec::with_capacity(repeats));
+    for _ in 0..repeats {
+        for (f, figures) in contenders.iter_mut().zip(&mut figures) {
+            figures.push(f());
+        }
+    }
+    figures.map(|mut v| {
+        v.sort_by(f64::total_cmp);
+        v[repeats / 2]
+    })
 }
 
 /// The same traffic on a bare socketpair: one 8-byte message per value, no serde.

@@ -273,7 +273,7 @@ fn writer((ctx, w, g): (Ctx, Writer<Value>, u64)) {
                 let before = w.snapshot();
                 let put = w.put_timeout(value.clone(), rng.upto(TIMED));
                 if let Err(PutError::Full) = put {
-                    let len = serde_json::to_vec(&value).unwrap().len() as u64;
+                    let len = postcard::to_stdvec(&value).unwrap().len() as u64;
                     if w.snapshot().tail == before.tail && had_room(&before, len) {
                         eprintln!("[pid {}] Full, with room all along", std::process::id());
                         ctx.board.false_timeout();
@@ -367,7 +367,7 @@ fn received(ctx: &Ctx, (g, s, text, sum): Value, last: &mut HashMap<u32, u32>) {
 fn make(g: u32, s: u32) -> Value {
     let mut rng = Rng::new(u64::from(g) << 32 | u64::from(s));
     let len = if rng.one_in(16) {
-        rng.below(2000)
+        rng.below(8000)
     } else {
         rng.below(64)
     };

@@ -24,7 +24,10 @@
 //! sleepers one period, after which they look anyway. A queue that keeps flowing makes no
 //! system call at all: a waker calls the kernel only when someone sleeps.
 //!
-//! Values are serialized with serde (JSON), as Python pickles them.
+//! Values are serialized with serde in postcard, a compact binary format, as Python pickles
+//! them. A value is copied into the ring with only the writers' turn held (a second robust
+//! mutex), and out of it with only the readers' turn: the ring's own lock is held only to
+//! find a place and to publish or remove, so that a writer and a reader copy at the same time.
 //!
 //! A forked process holds every end its parent held at the fork. Hand them out with care:
 //! give writers a `Writer` and readers a `Reader`, drop the `Queue` you no longer need,
@@ -53,6 +56,10 @@ use crate::robust::{self, Locked, RobustGuard, RobustMutex};
 pub const RING_BYTES: usize = 1 << 20;
 /// Where the ring starts in the shared mapping, after the header.
 const DATA_OFFSET: usize = 4096;
+/// A value this long or longer is copied in and out of the ring with only the writers' or
+/// readers' turn held, so that the other side goes on meanwhile; a shorter one is copied under
+/// the ring's lock, which costs less than taking the lock twice.
+const ALONE: usize = 1 << 10;
 /// How many times an empty `get` looks again before it sleeps: a writer on another core
 /// usually puts the next value within microseconds, and a sleep costs more than that.
 const SPINS: u32 = 100;
@@ -229,17 +236,40 @@ impl<T: Serialize> Writer<T> {
 
     fn put_until(&self, value: &T, deadline: Option<Instant>) -> Result<(), PutError> {
         SCRATCH.with_borrow_mut(|bytes| {
-            bytes.clear();
-            serde_json::to_writer(&mut *bytes, value).map_err(io::Error::from)?;
+            encode(value, bytes)?;
             if bytes.len() + 4 > RING_BYTES {
                 let e = format!("a value of {} bytes does not fit in the queue", bytes.len());
                 return Err(PutError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)));
             }
             loop {
                 let mut ring = self.shared.lock();
-                if ring.push(bytes) {
+                let alone = bytes.len() >= ALONE;
+                // A long value is copied in with only the writers' turn held, so that readers
+                // take values meanwhile; a short one under the ring's lock, which costs less
+                // than taking it twice. Both wait while another writer copies alone.
+                let mut writing = None;
+                if alone || ring.header().writer_alone.load(Relaxed) != 0 {
+                    drop(ring);
+                    writing = Some(self.shared.writing());
+                    ring = self.shared.lock();
+                    // With the turn held, no writer copies: a mark left was a dead writer's.
+                    ring.header().writer_alone.store(0, Relaxed);
+                }
+                if let Some(slot) = ring.room_for(bytes.len()) {
+                    match &writing {
+                        Some(writing) if alone => {
+                            ring.header().writer_alone.store(1, Relaxed);
+                            drop(ring);
+                            writing.copy_in(&slot, bytes);
+                            let mut ring = self.shared.lock();
+                            ring.publish(slot);
+                            ring.header().writer_alone.store(0, Relaxed);
+                        }
+                        _ => ring.push(slot, bytes),
+                    }
                     return Ok(()); // Dropping the ring unlocks, then wakes the readers.
                 }
+                drop(writing);
                 if self.end.hung_up()? {
                     return Err(PutError::Disconnected);
                 }
@@ -252,6 +282,34 @@ impl<T: Serialize> Writer<T> {
             }
         })
     }
+}
+
+/// `value` in postcard, a compact binary format (as Python pickles), into `bytes`.
+fn encode<T: Serialize>(value: &T, bytes: &mut Vec<u8>) -> io::Result<()> {
+    bytes.clear();
+    match postcard::to_io(value, &mut *bytes) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the value cannot be encoded: {e}"),
+        )),
+    }
+}
+
+/// The value that `bytes` encode, all of them: bytes left over mean the writer put another
+/// type.
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok(_) => Err(postcard::Error::DeserializeBadEncoding),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a value that is not a {}: {e}", std::any::type_name::<T>()),
+        )
+    })
 }
 
 impl<T: DeserializeOwned> Reader<T> {
@@ -271,10 +329,36 @@ impl<T: DeserializeOwned> Reader<T> {
             let mut spins = 0;
             loop {
                 let mut ring = self.shared.lock();
-                if ring.pop(bytes) {
-                    drop(ring); // Unlocks, then wakes the writers.
-                    return Ok(serde_json::from_slice(bytes).map_err(io::Error::from)?);
+                let mut reading = None;
+                // As `put`: a long value is copied out with only the readers' turn held, a
+                // short one under the ring's lock; both wait while another reader copies alone.
+                let alone = |ring: &Ring| ring.oldest().is_some_and(|slot| slot.len >= ALONE);
+                if alone(&ring) || ring.header().reader_alone.load(Relaxed) != 0 {
+                    drop(ring);
+                    reading = Some(self.shared.reading());
+                    ring = self.shared.lock();
+                    // With the turn held, no reader copies: a mark left was a dead reader's.
+                    ring.header().reader_alone.store(0, Relaxed);
                 }
+                if let Some(oldest) = ring.oldest() {
+                    match &reading {
+                        Some(reading) if oldest.len >= ALONE => {
+                            ring.header().reader_alone.store(1, Relaxed);
+                            drop(ring);
+                            reading.copy_out(&oldest, bytes);
+                            let mut ring = self.shared.lock();
+                            ring.remove(oldest);
+                            ring.header().reader_alone.store(0, Relaxed);
+                        }
+                        _ => {
+                            ring.pop(oldest, bytes);
+                            drop(ring);
+                        }
+                    }
+                    drop(reading); // Unlocked, and the writers woken: then the decoding.
+                    return Ok(decode(bytes)?);
+                }
+                drop(reading);
                 if spins < SPINS {
                     drop(ring);
                     spins += 1;
@@ -364,6 +448,18 @@ thread_local! {
 #[repr(C)]
 struct Header {
     mutex: RobustMutex,
+    /// Held by the writer that copies a value into the ring, beyond `tail`, where no reader
+    /// looks: only its holder moves `tail`, so the place it copies to stays free.
+    writers: RobustMutex,
+    /// Held by the reader that copies a value out of the ring, at `head`, where no writer
+    /// writes: only its holder moves `head`, so the value stays there until it is done.
+    readers: RobustMutex,
+    /// Set, under the ring's lock, while the writer with the writers' turn copies a long value
+    /// in outside the lock: other writers then wait for the turn too. A dead writer's mark is
+    /// cleared by the next writer to hold the turn.
+    writer_alone: AtomicU32,
+    /// The same for the reader with the readers' turn.
+    reader_alone: AtomicU32,
     /// The fields below change only under the mutex (but for the sequence numbers, which
     /// may also be bumped without it); they are atomics so that a waiting reader may peek at
     /// `count` without it, and a sleeper sleep on a sequence number.
@@ -542,7 +638,74 @@ impl Shared {
         // process can see yet, and the mapping is unmapped only when `may_unmap` allows
         // (see `drop`).
         unsafe { shared.header().mutex.init() }?;
+        // SAFETY: as for the first mutex.
+        unsafe { shared.header().writers.init() }?;
+        // SAFETY: as for the first mutex.
+        unsafe { shared.header().readers.init() }?;
         Ok(shared)
+    }
+
+    /// The writers' turn, waited for as long as it takes (as `lock`). A writer that died
+    /// holding it had published nothing it was copying: there is nothing to repair.
+    fn writing(&self) -> Writing<'_> {
+        Writing {
+            shared: self,
+            _turn: self.header().writers.lock().into_guard(),
+        }
+    }
+
+    /// The readers' turn, as `writing`. A reader that died holding it had removed nothing it
+    /// was copying: the value is still the oldest, for the next reader.
+    fn reading(&self) -> Reading<'_> {
+        Reading {
+            shared: self,
+            _turn: self.header().readers.lock().into_guard(),
+        }
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: DATA_OFFSET + RING_BYTES is the mapping's length.
+        unsafe { self.map.as_ptr().add(DATA_OFFSET) }
+    }
+
+    /// Copies `bytes` into the ring at `position`, wrapping at its end.
+    ///
+    /// # Safety
+    ///
+    /// No other thread or process reads or writes those bytes meanwhile: they lie beyond
+    /// `tail`, and the caller holds the writers' turn (or the ring's lock, with no writer
+    /// between its turn's two locks).
+    unsafe fn copy_in(&self, position: u64, bytes: &[u8]) {
+        let at = (position % RING_BYTES as u64) as usize;
+        let first = bytes.len().min(RING_BYTES - at);
+        // SAFETY: both pieces lie inside the ring (`at + first` and `bytes.len() - first` are
+        // at most RING_BYTES), in bytes nobody else touches, as the caller promises.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data().add(at), first);
+            std::ptr::copy_nonoverlapping(
+                bytes[first..].as_ptr(),
+                self.data(),
+                bytes.len() - first,
+            );
+        }
+    }
+
+    /// Copies the ring's bytes at `position` into `bytes`, wrapping at its end.
+    ///
+    /// # Safety
+    ///
+    /// No writer writes those bytes meanwhile: they lie between `head` and `tail`, and
+    /// `head` stays before them (the caller holds the readers' turn, or the ring's lock).
+    unsafe fn copy_out(&self, position: u64, bytes: &mut [u8]) {
+        let at = (position % RING_BYTES as u64) as usize;
+        let first = bytes.len().min(RING_BYTES - at);
+        // SAFETY: both pieces lie inside the ring, in bytes no writer touches, as the caller
+        // promises.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data().add(at), bytes.as_mut_ptr(), first);
+            let rest = bytes.len() - first;
+            std::ptr::copy_nonoverlapping(self.data(), bytes[first..].as_mut_ptr(), rest);
+        }
     }
 
     fn header(&self) -> &Header {
@@ -599,7 +762,8 @@ impl Drop for Shared {
     /// other processes keep their own mappings. If a thread of this process still held the
     /// mutex, its robust list would point into the first page: that page would stay mapped.
     fn drop(&mut self) {
-        let keep = if self.header().mutex.may_unmap() {
+        let h = self.header();
+        let keep = if h.mutex.may_unmap() && h.writers.may_unmap() && h.readers.may_unmap() {
             0
         } else {
             robust::page_size()
@@ -626,44 +790,81 @@ impl Ring<'_> {
         self.shared.header()
     }
 
-    /// Appends a value if the queue has room for it.
-    fn push(&mut self, value: &[u8]) -> bool {
+    /// Where a value of `len` bytes goes (its length first), if the queue has room for it.
+    fn room_for(&self, len: usize) -> Option<Slot> {
         let h = self.header();
         let (head, tail, count) = (
             h.head.load(Relaxed),
             h.tail.load(Relaxed),
             h.count.load(Relaxed),
         );
-        let needed = 4 + value.len() as u64;
-        if count >= h.maxsize.load(Relaxed) || RING_BYTES as u64 - (tail - head) < needed {
-            return false;
-        }
-        self.copy_in(tail, &(value.len() as u32).to_le_bytes());
-        self.copy_in(tail + 4, value);
-        // Published only now: a writer killed before this line leaves no trace.
-        h.tail.store(tail + needed, Relaxed);
-        h.count.store(count + 1, Relaxed);
-        self.wake_values |= h.values.changed();
-        true
+        let needed = 4 + len as u64;
+        let room = count < h.maxsize.load(Relaxed) && RING_BYTES as u64 - (tail - head) >= needed;
+        room.then_some(Slot { tail, len })
     }
 
-    /// Takes the oldest value into `value`, if there is one.
-    fn pop(&mut self, value: &mut Vec<u8>) -> bool {
+    /// Makes the value copied into `slot` visible to readers.
+    fn publish(&mut self, slot: Slot) {
+        let Slot { tail, len } = slot;
+        let h = self.header();
+        // Published only now: a writer killed before this line leaves no trace.
+        h.tail.store(tail + 4 + len as u64, Relaxed);
+        h.count.store(h.count.load(Relaxed) + 1, Relaxed);
+        self.wake_values |= h.values.changed();
+    }
+
+    /// Where the oldest value starts (its length first) and its length, if there is one.
+    fn oldest(&self) -> Option<Slot> {
         let h = self.header();
         let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
         if head == tail {
-            return false;
+            return None;
         }
         let mut len = [0; 4];
-        self.copy_out(head, &mut len);
-        value.resize(u32::from_le_bytes(len) as usize, 0);
-        self.copy_out(head + 4, value);
+        // SAFETY: we hold the ring's lock; the 4 bytes at `head` lie before `tail`.
+        unsafe { self.shared.copy_out(head, &mut len) };
+        // A length no writer can have written (the ring holds less) cannot lead a copy out
+        // of the ring.
+        let len = (u32::from_le_bytes(len) as usize).min(RING_BYTES - 4);
+        Some(Slot { tail: head, len })
+    }
+
+    /// Removes the oldest value (`oldest`), copied out by the caller.
+    fn remove(&mut self, oldest: Slot) {
+        let Slot { tail: head, len } = oldest;
+        let h = self.header();
         // Removed only now: a reader killed before this line leaves the value in place.
-        h.head.store(head + 4 + value.len() as u64, Relaxed);
+        h.head.store(head + 4 + len as u64, Relaxed);
         h.count.store(h.count.load(Relaxed) - 1, Relaxed);
         self.wake_room |= h.room.changed();
-        true
     }
+
+    /// Copies a short value into `slot` and publishes it, all under the ring's lock.
+    fn push(&mut self, slot: Slot, value: &[u8]) {
+        assert!(
+            self.header().writer_alone.load(Relaxed) == 0 && slot.len == value.len(),
+            "no writer copies alone, and the slot was found for this value"
+        );
+        // SAFETY: we hold the ring's lock and no writer copies alone: nobody else writes
+        // into the ring, and `room_for` found the slot's bytes free.
+        unsafe {
+            self.shared
+                .copy_in(slot.tail, &(value.len() as u32).to_le_bytes());
+            self.shared.copy_in(slot.tail + 4, value);
+        }
+        self.publish(slot);
+    }
+
+    /// Copies the oldest value (`oldest`) into `value` and removes it, all under the ring's
+    /// lock.
+    fn pop(&mut self, oldest: Slot, value: &mut Vec<u8>) {
+        value.resize(oldest.len, 0);
+        // SAFETY: we hold the ring's lock; the value lies between `head` and `tail`, where no
+        // writer writes.
+        unsafe { self.shared.copy_out(oldest.tail + 4, value) };
+        self.remove(oldest);
+    }
+
     /// Counts the values between head and tail again, after a process died mid-change.
     fn recount(&self) {
         let h = self.header();
@@ -671,44 +872,56 @@ impl Ring<'_> {
         let mut count = 0;
         while at < tail {
             let mut len = [0; 4];
-            self.copy_out(at, &mut len);
+            // SAFETY: we hold the ring's lock; `at` lies between `head` and `tail`.
+            unsafe { self.shared.copy_out(at, &mut len) };
             at += 4 + u32::from_le_bytes(len) as u64;
             count += 1;
         }
         h.count.store(count, Relaxed);
     }
+}
 
-    fn data(&self) -> *mut u8 {
-        // SAFETY: DATA_OFFSET + RING_BYTES is the mapping's length.
-        unsafe { self.shared.map.as_ptr().add(DATA_OFFSET) }
-    }
+/// A value's place in the ring: where its length starts, and its length. Made only by
+/// `room_for` (free bytes, for the writers' turn) and `oldest` (the oldest value, for the
+/// readers' turn); not `Clone`, so that each is published or removed once.
+struct Slot {
+    tail: u64,
+    len: usize,
+}
 
-    fn copy_in(&self, position: u64, bytes: &[u8]) {
-        let at = (position % RING_BYTES as u64) as usize;
-        let first = bytes.len().min(RING_BYTES - at);
-        // SAFETY: we hold the mutex; both pieces lie inside the ring (`at + first` and
-        // `bytes.len() - first` are at most RING_BYTES), in bytes no reader looks at
-        // until `tail` moves past them.
+/// The writers' turn: the one writer that may copy a value in, outside the ring's lock.
+struct Writing<'a> {
+    shared: &'a Shared,
+    _turn: RobustGuard<'a>,
+}
+
+impl Writing<'_> {
+    /// Copies a value and its length into the slot that `room_for` found for it.
+    fn copy_in(&self, slot: &Slot, value: &[u8]) {
+        assert_eq!(slot.len, value.len(), "the slot was found for this value");
+        // SAFETY: we hold the writers' turn, and `room_for` found the slot's bytes free: only
+        // this turn's holder moves `tail`, and readers only move `head` up to it.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data().add(at), first);
-            std::ptr::copy_nonoverlapping(
-                bytes[first..].as_ptr(),
-                self.data(),
-                bytes.len() - first,
-            );
+            self.shared
+                .copy_in(slot.tail, &(value.len() as u32).to_le_bytes());
+            self.shared.copy_in(slot.tail + 4, value);
         }
     }
+}
 
-    fn copy_out(&self, position: u64, bytes: &mut [u8]) {
-        let at = (position % RING_BYTES as u64) as usize;
-        let first = bytes.len().min(RING_BYTES - at);
-        // SAFETY: we hold the mutex; both pieces lie inside the ring and between head and
-        // tail, where no writer writes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.data().add(at), bytes.as_mut_ptr(), first);
-            let rest = bytes.len() - first;
-            std::ptr::copy_nonoverlapping(self.data(), bytes[first..].as_mut_ptr(), rest);
-        }
+/// The readers' turn: the one reader that may copy a value out, outside the ring's lock.
+struct Reading<'a> {
+    shared: &'a Shared,
+    _turn: RobustGuard<'a>,
+}
+
+impl Reading<'_> {
+    /// Copies out the value that `oldest` found, into `value`.
+    fn copy_out(&self, oldest: &Slot, value: &mut Vec<u8>) {
+        value.resize(oldest.len, 0);
+        // SAFETY: we hold the readers' turn: only its holder moves `head`, so the value,
+        // published before `tail`, stays where it is and no writer writes there.
+        unsafe { self.shared.copy_out(oldest.tail + 4, value) };
     }
 }
 
@@ -827,6 +1040,78 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_copying_in_does_not_stop_a_reader_nor_a_reader_a_writer() {
+        let q = Queue::<String>::new().unwrap();
+        q.put("first".into()).unwrap();
+        // A writer in the middle of its copy holds the writers' turn: readers go on.
+        let writing = q.writer.shared.writing();
+        assert_eq!(q.get_timeout(Duration::ZERO).unwrap(), "first");
+        drop(writing);
+        // A reader in the middle of its copy holds the readers' turn: writers go on.
+        let reading = q.reader.shared.reading();
+        q.put_timeout("second".into(), Duration::ZERO).unwrap();
+        drop(reading);
+        assert_eq!(q.get().unwrap(), "second");
+    }
+
+    #[test]
+    fn a_writer_or_reader_that_dies_in_its_turn_blocks_nobody_and_loses_nothing() {
+        let q = Queue::<u32>::bounded(4).unwrap();
+        q.put(1).unwrap();
+        let shared = q.writer.shared.clone();
+        // Killed mid-copy: the turn is held, nothing was published or removed.
+        std::thread::spawn(move || {
+            std::mem::forget(shared.writing());
+            std::mem::forget(shared.reading());
+        })
+        .join()
+        .unwrap();
+        q.put(2).unwrap();
+        assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
+        assert_eq!(q.writer.snapshot().count, 0);
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_encoded_is_a_clear_error_and_puts_nothing() {
+        // A flattened field makes serde write a map without saying its length first, which
+        // postcard cannot encode.
+        #[derive(Serialize, serde::Deserialize)]
+        struct Flat {
+            #[serde(flatten)]
+            inner: std::collections::BTreeMap<String, u32>,
+        }
+        let q = Queue::<Flat>::new().unwrap();
+        let err = q
+            .put(Flat {
+                inner: [("a".into(), 1)].into(),
+            })
+            .unwrap_err();
+        let PutError::Io(e) = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string()
+                .starts_with("put failed: the value cannot be encoded: "),
+            "{err}"
+        );
+        assert_eq!(q.writer.snapshot().tail, 0);
+    }
+
+    #[test]
+    fn bytes_and_strings_cross_as_they_are() {
+        let q = Queue::<(serde_bytes::ByteBuf, String)>::new().unwrap();
+        let bytes: Vec<u8> = (0..=255).cycle().take(70_000).collect();
+        let text = "é".repeat(35_000);
+        q.put((serde_bytes::ByteBuf::from(bytes.clone()), text.clone()))
+            .unwrap();
+        // A length and the bytes themselves, for each: no JSON array of numbers, no escapes.
+        assert_eq!(q.writer.snapshot().tail, 4 + 3 + 70_000 + 3 + 70_000);
+        let (got_bytes, got_text) = q.get().unwrap();
+        assert!(got_bytes.as_slice() == bytes.as_slice() && got_text == text);
+    }
+
+    #[test]
     fn get_timeout_on_an_empty_queue_gives_empty() {
         let q = Queue::<u32>::new().unwrap();
         assert!(matches!(
@@ -855,7 +1140,7 @@ mod tests {
     #[test]
     fn values_wrap_around_the_end_of_the_ring() {
         let q = Queue::<Vec<u32>>::new().unwrap();
-        let value: Vec<u32> = (0..30_000).collect(); // About 190 KB of JSON.
+        let value: Vec<u32> = (0..100_000).collect(); // About 290 KB of postcard.
         for round in 0..20 {
             q.put(value.clone()).unwrap();
             q.put(vec![round]).unwrap();
@@ -867,7 +1152,7 @@ mod tests {
     #[test]
     fn an_unbounded_queue_is_bounded_by_its_ring() {
         let q = Queue::<Vec<u8>>::new().unwrap();
-        let big = vec![0u8; RING_BYTES / 8]; // JSON writes each 0 as "0,": 2 bytes each.
+        let big = vec![0u8; RING_BYTES / 4]; // A length, then a byte each: 4 do not fit.
         let mut put = 0;
         while q.put_timeout(big.clone(), Duration::ZERO).is_ok() {
             put += 1;
@@ -917,7 +1202,8 @@ mod tests {
         // A put whose writer is killed between unlocking and waking: the value is in, the
         // sleepers' mark cleared, and no wake-up comes.
         let mut ring = q.writer.shared.lock();
-        assert!(ring.push(b"7"));
+        let slot = ring.room_for(1).unwrap();
+        ring.push(slot, &[7]); // 7u32 in postcard.
         assert!(ring.wake_values, "the reader marked that it sleeps");
         ring.wake_values = false;
         drop(ring);
@@ -933,7 +1219,8 @@ mod tests {
         wait_until_asleep_in_futex(tid);
         // A get whose reader is killed between unlocking and waking.
         let mut ring = q.reader.shared.lock();
-        assert!(ring.pop(&mut Vec::new()));
+        let oldest = ring.oldest().unwrap();
+        ring.pop(oldest, &mut Vec::new());
         assert!(ring.wake_room, "the writer marked that it sleeps");
         ring.wake_room = false;
         drop(ring);

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::compare::python_available;
 use crate::demos;
+use crate::memory;
 
 /// A row of the table that a bench example declares: its id and what it measures.
 type Primitive = (String, String);
@@ -116,6 +117,10 @@ pub fn bench(quick: bool) -> Result<bool, String> {
     for name in &names {
         build.args(["-p", name, "--example", &example(name)]);
     }
+    let pool = names.iter().any(|n| n == "demo-pool");
+    if pool {
+        build.args(["--bin", "demo-pool"]);
+    }
     if !build.status().map_err(|e| e.to_string())?.success() {
         return Err("cargo could not build the bench examples".into());
     }
@@ -140,6 +145,16 @@ pub fn bench(quick: bool) -> Result<bool, String> {
             collect(py, quick, &mut figures)?;
         }
     }
+    if pool {
+        eprintln!("measuring the peak memory of demo-pool's run, ours and Python's");
+        let (row, measured) = pool_memory(quick, python)?;
+        // Beside the pool's own rows.
+        let at = primitives
+            .iter()
+            .rposition(|(id, _)| id.starts_with("pool."));
+        primitives.insert(at.map_or(primitives.len(), |i| i + 1), row);
+        figures.insert(MEMORY_ID.into(), measured);
+    }
     let rows = rows(&primitives, figures);
     print!("{}", table(&rows));
     let dir = demos::target_dir().join("bench");
@@ -148,6 +163,48 @@ pub fn bench(quick: bool) -> Result<bool, String> {
     std::fs::write(dir.join("chart.svg"), chart(&rows)).map_err(|e| e.to_string())?;
     println!("\nwrote target/bench/results.json and target/bench/chart.svg");
     Ok(true)
+}
+
+/// The row of the peak memory of demo-pool's run, which this task measures itself.
+const MEMORY_ID: &str = "pool.memory";
+
+/// The peak memory of `demo-pool`'s run (the note's demo, sleeps shortened) and of
+/// `python3 demo-pool/python/pool.py`: the resident set sizes of all the run's processes,
+/// summed, at its largest (see `memory.rs`); the median of 3 runs (1 with `quick`), in MB.
+fn pool_memory(quick: bool, python: bool) -> Result<(Primitive, Vec<Figure>), String> {
+    let row = (
+        MEMORY_ID.to_string(),
+        "peak memory of demo-pool's run, RSS summed over its processes".to_string(),
+    );
+    let runs = if quick { 1 } else { 3 };
+    let median = |make: &dyn Fn() -> Command| -> Result<f64, String> {
+        let mut peaks = (0..runs)
+            .map(|_| {
+                let mut command = make();
+                command.env("DEMO_TIME_SCALE", "0.2");
+                memory::peak_rss(command, LIMIT).map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<u64>, String>>()?;
+        peaks.sort_unstable();
+        Ok(peaks[runs / 2] as f64 / 1e6)
+    };
+    let figure = |who: &str, value| Figure {
+        who: who.into(),
+        value,
+        unit: "MB".into(),
+    };
+    let ours = median(&|| Command::new(demos::target_dir().join("release/demo-pool")))?;
+    let mut measured = vec![figure("ours", ours)];
+    if python {
+        let script = demos::root().join("demo-pool/python/pool.py");
+        let theirs = median(&|| {
+            let mut py = Command::new("python3");
+            py.arg(&script);
+            py
+        })?;
+        measured.push(figure("python", theirs));
+    }
+    Ok((row, measured))
 }
 
 fn bench_source(name: &str) -> std::path::PathBuf {
@@ -255,12 +312,21 @@ fn show(value: Option<f64>, unit: &str) -> String {
     {
         (v, unit) = (v / 1000.0, ladder[i + 1]);
     }
+    // One spelling of micro, in the table and on the chart alike.
+    let unit = if unit == "us" { "µs" } else { unit };
     match v {
+        v if v >= 1e9 => format!("{:.2} G {unit}", v / 1e9),
         v if v >= 1e6 => format!("{:.2} M {unit}", v / 1e6),
         v if v >= 1e4 => format!("{:.0} k {unit}", v / 1e3),
         v if v >= 100.0 => format!("{v:.0} {unit}"),
         v if v >= 10.0 => format!("{v:.1} {unit}"),
-        v => format!("{v:.2} {unit}"),
+        v if v >= 0.1 => format!("{v:.2} {unit}"),
+        // Small figures (GB/s of 16-byte messages) keep three significant digits.
+        v if v > 0.0 => {
+            let digits = (2 - v.log10().floor() as i32).clamp(0, 12) as usize;
+            format!("{v:.digits$} {unit}")
+        }
+        v => format!("{v} {unit}"),
     }
 }
 
@@ -355,7 +421,7 @@ fn json(rows: &[Row]) -> String {
 }
 
 /// Seconds per operation, so that every figure fits one log axis: times as they are, rates
-/// inverted, and GB/s as the time to move one 1 MiB message.
+/// inverted, and GB/s as the time to move one MiB.
 fn seconds(value: f64, unit: &str) -> f64 {
     match unit {
         "ns" => value * 1e-9,
@@ -367,17 +433,49 @@ fn seconds(value: f64, unit: &str) -> f64 {
     }
 }
 
-/// A bar chart: per primitive, ours, Python and the limit, as time per operation on a log axis.
+/// The crates a Rust user would otherwise take, measured beside ours: their figures are drawn
+/// in a colour of their own. A figure's `who` names the crate first (`rayon, catch_unwind per
+/// item`).
+const PEERS: [&str; 3] = ["rayon", "ipc-channel", "procspawn"];
+
+fn is_peer(who: &str) -> bool {
+    PEERS.iter().any(|p| who.starts_with(p))
+}
+
+/// Whether a row's figures are times or rates, which the chart draws; peak memory is not.
+fn on_time_axis(unit: &str) -> bool {
+    ["ns", "us", "ms", "s"].contains(&unit) || unit.ends_with("/s")
+}
+
+/// A bar chart: per primitive, ours, Python and the limit, as time per operation on a log axis;
+/// each extra figure of a primitive (a peer crate, another mechanism) on a line of its own,
+/// labelled beside its bar.
 pub fn chart(rows: &[Row]) -> String {
-    let (label_w, plot_w, bar_h, row_h, top) = (330.0, 520.0, 11.0, 46.0, 70.0);
+    let rows: Vec<&Row> = rows.iter().filter(|r| on_time_axis(&r.unit)).collect();
+    let (label_w, plot_w, bar_h, gap, top) = (330.0, 520.0, 11.0, 2.0, 70.0);
+    // The bars of a row, with the colour each is drawn in.
+    let series = [
+        ("ours (Rust)", "#c2410c"),
+        ("Python", "#3572a5"),
+        ("OS limit", "#9ca3af"),
+        ("peer crate (rayon, ipc-channel, procspawn)", "#0f766e"),
+        ("ours, another mechanism", "#ca8a04"),
+    ];
+    let bars = |r: &Row| -> Vec<(f64, &str)> {
+        let colours = match &r.other {
+            Some(who) if is_peer(who) => [series[3].1; 3],
+            Some(_) => [series[4].1; 3],
+            None => [series[0].1, series[1].1, series[2].1],
+        };
+        [r.ours, r.python, r.limit]
+            .into_iter()
+            .zip(colours)
+            .filter_map(|(v, c)| Some((v?, c)))
+            .collect()
+    };
     let all: Vec<f64> = rows
         .iter()
-        .flat_map(|r| {
-            [r.ours, r.python, r.limit]
-                .into_iter()
-                .flatten()
-                .map(|v| seconds(v, &r.unit))
-        })
+        .flat_map(|r| bars(r).into_iter().map(|(v, _)| seconds(v, &r.unit)))
         .filter(|v| *v > 0.0 && v.is_finite())
         .collect();
     let lo = all
@@ -393,23 +491,31 @@ pub fn chart(rows: &[Row]) -> String {
         .log10()
         .ceil()
         .max(lo + 1.0);
+    let (lo, hi) = if lo.is_finite() {
+        (lo, hi)
+    } else {
+        (-9.0, 1.0)
+    };
     let x = |s: f64| label_w + (s.log10() - lo) / (hi - lo) * plot_w;
-    let height = top + row_h * rows.len() as f64 + 30.0;
+    // Each row is as tall as its bars, with a gap above a primitive, less above its extras.
+    let heights: Vec<f64> = rows
+        .iter()
+        .map(|r| {
+            let above = if r.other.is_some() { 4.0 } else { 14.0 };
+            above + bars(r).len().max(1) as f64 * (bar_h + gap)
+        })
+        .collect();
+    let height = top + heights.iter().sum::<f64>() + 40.0;
     let width = label_w + plot_w + 120.0;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"20\" font-size=\"15\">Time per operation, log scale, shorter is better (rates as time per item; GB/s as time per 1 MiB message)</text>\n"
+         <text x=\"10\" y=\"20\" font-size=\"15\">Time per operation, log scale, shorter is better (rates as time per item; GB/s as time per MiB moved)</text>\n"
     );
-    let series = [
-        ("ours (Rust)", "#c2410c"),
-        ("Python", "#3572a5"),
-        ("OS limit", "#9ca3af"),
-        ("another mechanism", "#ca8a04"),
-    ];
-    for (i, (label, color)) in series.iter().enumerate() {
-        let lx = label_w + i as f64 * 130.0;
+    let mut lx = 10.0;
+    for (label, color) in series {
         writeln!(svg, "<rect x=\"{lx}\" y=\"32\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"43\">{label}</text>", lx + 16.0).unwrap();
+        lx += 16.0 + label.chars().count() as f64 * 6.6 + 18.0;
     }
     let units = [
         "1 ns", "10 ns", "100 ns", "1 µs", "10 µs", "100 µs", "1 ms", "10 ms", "100 ms", "1 s",
@@ -420,35 +526,30 @@ pub fn chart(rows: &[Row]) -> String {
         let label = units.get((decade + 9) as usize).copied().unwrap_or("");
         writeln!(svg, "<line x1=\"{gx}\" y1=\"{}\" x2=\"{gx}\" y2=\"{}\" stroke=\"#e5e7eb\"/><text x=\"{gx}\" y=\"{}\" text-anchor=\"middle\" fill=\"#6b7280\">{label}</text>", top - 8.0, height - 25.0, height - 10.0).unwrap();
     }
-    for (i, r) in rows.iter().enumerate() {
-        let y = top + i as f64 * row_h;
+    let mut y = top;
+    for (r, h) in rows.iter().zip(&heights) {
+        let bars = bars(r);
+        let first = y + h - bars.len().max(1) as f64 * (bar_h + gap);
         let name = match &r.other {
             Some(who) => format!("↳ {who}"),
             None => r.name.clone(),
         };
         let name = name.replace('&', "&amp;").replace('<', "&lt;");
+        // The label beside the middle of its own bars.
+        let middle = first + (bars.len().max(1) as f64 * (bar_h + gap) - gap) / 2.0;
         writeln!(
             svg,
             "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{name}</text>",
             label_w - 10.0,
-            y + 20.0
+            middle + 4.0
         )
         .unwrap();
-        for (j, (value, (_, color))) in [r.ours, r.python, r.limit]
-            .into_iter()
-            .zip(series)
-            .enumerate()
-        {
-            let Some(v) = value else { continue };
-            let color = if r.other.is_some() {
-                series[3].1
-            } else {
-                color
-            };
-            let by = y + j as f64 * (bar_h + 2.0);
+        for (j, (v, color)) in bars.into_iter().enumerate() {
+            let by = first + j as f64 * (bar_h + gap);
             let bx = x(seconds(v, &r.unit)).max(label_w + 1.0);
             writeln!(svg, "<rect x=\"{label_w}\" y=\"{by}\" width=\"{}\" height=\"{bar_h}\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>", bx - label_w, bx + 4.0, by + 9.5, show(Some(v), &r.unit)).unwrap();
         }
+        y += h;
     }
     svg += "</svg>\n";
     svg
@@ -521,5 +622,98 @@ mod tests {
             8,
             "one bar per figure"
         );
+    }
+
+    /// A label of the chart and its `y`; a bar's `y` and colour.
+    type Labels = Vec<(String, f64)>;
+    type Bars = Vec<(f64, String)>;
+
+    /// The `y` of each label and bar of the chart, and each bar's colour, in order.
+    fn labels_and_bars(svg: &str) -> (Labels, Bars) {
+        let attr = |line: &str, name: &str| -> Option<String> {
+            let at = line.find(&format!(" {name}=\""))? + name.len() + 3;
+            Some(line[at..].split('"').next()?.to_string())
+        };
+        let mut labels = Vec::new();
+        let mut bars = Vec::new();
+        for line in svg.lines() {
+            if line.contains("text-anchor=\"end\"") {
+                let text = line.split('>').nth(1).unwrap().split('<').next().unwrap();
+                labels.push((text.to_string(), attr(line, "y").unwrap().parse().unwrap()));
+            } else if line.contains("height=\"11\"") {
+                let y = attr(line, "y").unwrap().parse().unwrap();
+                bars.push((y, attr(line, "fill").unwrap()));
+            }
+        }
+        (labels, bars)
+    }
+
+    #[test]
+    fn the_chart_labels_each_row_beside_its_bars_and_colours_peers_apart() {
+        let primitives = declared(
+            "//! | `threadpool.map` | thread pool map |\n//! | `pipe.roundtrip` | pipe round trip |\n\
+             //! | `pool.memory` | peak memory |\n",
+        );
+        let rows = rows(
+            &primitives,
+            figures(&[
+                ("threadpool.map", "ours", 5e8, "items/s"),
+                ("threadpool.map", "python", 1e7, "items/s"),
+                ("threadpool.map", "rayon", 1e9, "items/s"),
+                (
+                    "threadpool.map",
+                    "rayon, catch_unwind per item",
+                    8e8,
+                    "items/s",
+                ),
+                ("pipe.roundtrip", "ours", 9.5, "us"),
+                ("pipe.roundtrip", "limit", 8.5, "us"),
+                ("pipe.roundtrip", "futex", 7.0, "us"),
+                ("pool.memory", "ours", 4.2, "MB"),
+                ("pool.memory", "python", 48.0, "MB"),
+            ]),
+        );
+        assert_eq!(show(rows[3].ours, &rows[3].unit), "9.50 µs");
+        assert_eq!(show(Some(0.0108), "GB/s"), "0.0108 GB/s");
+        let svg = chart(&rows);
+        assert!(
+            !svg.contains(" us<") && !svg.contains(" us\""),
+            "one spelling of micro"
+        );
+        assert!(svg.contains(">9.50 µs<") && svg.contains(">1 µs<"));
+        assert!(
+            !svg.contains("peak memory"),
+            "memory is no time: the table shows it"
+        );
+        let (labels, bars) = labels_and_bars(&svg);
+        let names: Vec<&str> = labels.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "thread pool map",
+                "↳ rayon",
+                "↳ rayon, catch_unwind per item",
+                "pipe round trip",
+                "↳ futex"
+            ]
+        );
+        // Bars in row order: each label's y lies within its own bars, not a neighbour's.
+        let per_row = [2, 1, 1, 2, 1];
+        let mut next = 0;
+        for ((name, y), n) in labels.iter().zip(per_row) {
+            let (top, bottom) = (bars[next].0, bars[next + n - 1].0 + 11.0);
+            assert!(
+                top <= *y && *y <= bottom + 4.0,
+                "{name} at {y}, bars {top}..{bottom}"
+            );
+            next += n;
+        }
+        assert_eq!(next, bars.len());
+        let colours: Vec<&str> = bars.iter().map(|(_, c)| c.as_str()).collect();
+        let peer = colours[2];
+        assert_eq!(colours[3], peer, "both rayon rows in the peers' colour");
+        assert!(![colours[0], colours[1], colours[4], colours[6]].contains(&peer));
+        assert_ne!(colours[6], colours[4], "another mechanism is not ours");
+        assert!(svg.contains("peer crate (rayon, ipc-channel, procspawn)"));
     }
 }

@@ -8,6 +8,7 @@ mod compare;
 mod copy_out;
 mod demos;
 mod expect;
+mod memory;
 #[cfg(test)]
 mod tidy;
 
@@ -169,39 +170,55 @@ fn run_built(
     bless: bool,
     env: &[(&str, &str)],
 ) -> Result<(usize, usize), String> {
-    let (mut passed, mut failed) = (0, 0);
-    for (name, bin) in names.iter().zip(bins) {
-        let expected_path = root.join(name).join("expected-output.txt");
-        let verdict = match &bin {
-            Ok(bin) => {
-                let demo = || {
-                    let mut command = Command::new(bin);
-                    command.env("RUST_BACKTRACE", "0").envs(env.iter().copied());
-                    command
-                };
-                run_demo(name, demo, &expected_path, bless)?
-            }
-            Err(why) => Err((why.clone(), None)),
-        };
-        match verdict {
-            Ok(elapsed) => {
-                println!("{name} ... ok ({:.1} s)", elapsed.as_secs_f64());
-                passed += 1;
-            }
-            Err((why, stderr)) => {
-                println!("{name} ... FAILED: {why}");
-                if let Some(stderr) = stderr.filter(|s| !s.is_empty()) {
-                    println!("--- stderr\n{}", stderr.trim_end());
+    // Every demo runs at once, each in its own process group, under its own limit: they
+    // mostly sleep, as the note's examples do, so together they take about as long as the
+    // longest. Their verdicts are printed in order, each as soon as those before it are.
+    let counts = std::thread::scope(|scope| {
+        let runs: Vec<_> = names
+            .iter()
+            .zip(&bins)
+            .map(|(name, bin)| {
+                scope.spawn(move || {
+                    let expected_path = root.join(name).join("expected-output.txt");
+                    match bin {
+                        Ok(bin) => {
+                            let demo = || {
+                                let mut command = Command::new(bin);
+                                command.env("RUST_BACKTRACE", "0").envs(env.iter().copied());
+                                command
+                            };
+                            run_demo(name, demo, &expected_path, bless)
+                        }
+                        Err(why) => Ok(Err((why.clone(), None))),
+                    }
+                })
+            })
+            .collect();
+        let (mut passed, mut failed) = (0, 0);
+        for (name, run) in names.iter().zip(runs) {
+            let verdict = run.join().expect("a demo's run does not panic")?;
+            match verdict {
+                Ok(elapsed) => {
+                    println!("{name} ... ok ({:.1} s)", elapsed.as_secs_f64());
+                    passed += 1;
                 }
-                let scale = env.iter().find(|(k, _)| *k == "DEMO_TIME_SCALE");
-                let scale = scale
-                    .map(|(_, v)| format!("DEMO_TIME_SCALE={v} "))
-                    .unwrap_or_default();
-                println!("rerun with: {scale}cargo xtask run {name}\n");
-                failed += 1;
+                Err((why, stderr)) => {
+                    println!("{name} ... FAILED: {why}");
+                    if let Some(stderr) = stderr.filter(|s| !s.is_empty()) {
+                        println!("--- stderr\n{}", stderr.trim_end());
+                    }
+                    let scale = env.iter().find(|(k, _)| *k == "DEMO_TIME_SCALE");
+                    let scale = scale
+                        .map(|(_, v)| format!("DEMO_TIME_SCALE={v} "))
+                        .unwrap_or_default();
+                    println!("rerun with: {scale}cargo xtask run {name}\n");
+                    failed += 1;
+                }
             }
         }
-    }
+        Ok::<_, String>((passed, failed))
+    });
+    let (passed, failed) = counts?;
     println!("{passed} passed, {failed} failed");
     Ok((passed, failed))
 }
@@ -470,6 +487,49 @@ mod tests {
             !Path::new(&format!("/proc/{pid}")).exists(),
             "sleep {pid} is still there"
         );
+    }
+
+    /// The first demo waits (at most 20 s) for a file that only the second makes: both pass
+    /// only if they run at once. Each is reported in its order, as it passed.
+    #[test]
+    fn the_demos_run_at_once_and_are_reported_in_order() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("at-once");
+        let flag = dir.0.join("flag");
+        let scripts = [
+            (
+                "demo-first",
+                format!(
+                    "i=0; while [ ! -e {f} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; \
+                     [ -e {f} ] && echo \"[pid $$] saw it\"",
+                    f = flag.display()
+                ),
+            ),
+            (
+                "demo-second",
+                format!("touch {}; echo \"[pid $$] made it\"", flag.display()),
+            ),
+        ];
+        let mut bins = Vec::new();
+        for (name, script) in &scripts {
+            let bin = dir.0.join(name).join(name);
+            std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+            std::fs::write(&bin, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let expected = if *name == "demo-first" {
+                "saw it"
+            } else {
+                "made it"
+            };
+            std::fs::write(
+                dir.0.join(name).join("expected-output.txt"),
+                format!("[pid [..]] {expected}\n"),
+            )
+            .unwrap();
+            bins.push(Ok(bin));
+        }
+        let names = ["demo-first".to_string(), "demo-second".to_string()];
+        assert_eq!(run_built(&dir.0, &names, bins, false, &[]).unwrap(), (2, 0));
     }
 
     #[test]
