@@ -1,64 +1,98 @@
 //! Measures the pool against Python's `multiprocessing.Pool` (see `python/bench.py`):
 //! tiny tasks through `apply_async` + `get`, items through `map`, tiny items through
 //! `imap_unordered` one at a time (chunksize 1, Python's default), and `Pool(4)` create +
-//! close + join.
+//! close + join under each start method, each beside the bare cost of starting four processes
+//! that way.
 //!
 //! Its rows in the table of `cargo xtask bench`, in this order:
 //!
 //! | id | row |
 //! |---|---|
 //! | `pool.apply_async` | pool apply_async+get, tiny tasks |
+//! | `pool.apply` | pool apply round trip, one task at a time |
 //! | `pool.map` | pool map, tiny items |
 //! | `pool.imap_unordered` | pool imap_unordered, tiny items, chunksize 1 |
-//! | `pool.create_join` | Pool(4) create+close+join |
+//! | `pool.create_join` | Pool(4) create+close+join, fork |
+//! | `pool.create_join.spawn` | Pool(4) create+close+join, spawn |
+//! | `pool.create_join.forkserver` | Pool(4) create+close+join, forkserver |
+//!
+//! The bare costs (`limit`): fork, four forks and their reaping; spawn, four runs of this
+//! executable (posix_spawn of /proc/self/exe) that exit at once, and their reaping; forkserver,
+//! four requests to a server process that forks a child that exits at once and sends back its
+//! pidfd (`SCM_RIGHTS`), and the wait for each child's end. For `pool.apply`, a round trip of
+//! 8 bytes over a socketpair to a forked child that echoes them.
+//!
+//! Beside them, `procspawn`'s pool (a spawn pool whose values cross by ipc-channel): its
+//! `Pool::new(4)` + `shutdown`, one `spawn(..).join()` round trip, and items sent one `spawn`
+//! each (it has no `map`).
 //!
 //! Run with: `cargo run --release -p demo-pool --example bench_pool` (`BENCH_QUICK=1` for a short run)
 
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
 use std::time::Instant;
 
-use demo_pool::Pool;
+use demo_pool::{Pool, StartMethod, run_if_spawned};
+use nix::cmsg_space;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
 use nix::sys::wait::waitpid;
-use nix::unistd::{ForkResult, fork};
+use nix::unistd::{ForkResult, Pid, fork};
+
+/// The argument that makes this program exit at once: the bare cost of a spawn.
+const EXIT: &str = "--exit-at-once";
 
 fn noop(x: u64) -> u64 {
     x
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(EXIT) {
+        return;
+    }
+    // A spawned worker is this program run again: it becomes a worker here, ours or
+    // procspawn's (each knows its own by its command line or environment).
+    procspawn::init();
+    run_if_spawned();
     let quick = std::env::var("BENCH_QUICK").is_ok_and(|v| v == "1");
     let repeats = if quick { 3 } else { 7 };
     let tasks = if quick { 5_000 } else { 20_000 };
     let items = if quick { 200_000 } else { 1_000_000 };
 
     // First, while this process is small: a later fork copies whatever the other
-    // measurements left in memory. python/bench.py does the same.
-    let ms = median(repeats * 3, || {
-        let start = Instant::now();
-        let mut pool = Pool::new(4).unwrap();
-        pool.close();
-        pool.join().unwrap();
-        start.elapsed().as_secs_f64() * 1e3
-    });
-    report("pool.create_join", "ours", ms, "ms");
-    // The floor under any pool of processes: fork 4 children that exit at once, reap them.
-    let ms = median(repeats * 3, || {
-        let start = Instant::now();
-        let children: Vec<_> = (0..4)
-            .map(|_| {
-                // SAFETY: the child calls only `_exit`, which is async-signal-safe.
-                match unsafe { fork() }.unwrap() {
-                    ForkResult::Parent { child } => child,
-                    // SAFETY: `_exit` ends the child at once; it is always sound to call.
-                    ForkResult::Child => unsafe { libc::_exit(0) },
-                }
-            })
-            .collect();
-        children.into_iter().for_each(|c| {
-            waitpid(c, None).unwrap();
+    // measurements left in memory. python/bench.py does the same. The bare server is forked
+    // now, while this process has one thread, as a forkserver is.
+    let server = BareServer::start();
+    let echo = Echo::start();
+    for method in StartMethod::ALL {
+        let ms = median(repeats * 3, || {
+            let start = Instant::now();
+            let mut pool = Pool::with_start_method(4, method).unwrap();
+            pool.close();
+            pool.join().unwrap();
+            start.elapsed().as_secs_f64() * 1e3
         });
-        start.elapsed().as_secs_f64() * 1e3
-    });
-    report("pool.create_join", "limit", ms, "ms");
+        let id = match method {
+            StartMethod::Fork => "pool.create_join".to_string(),
+            _ => format!("pool.create_join.{method}"),
+        };
+        report(&id, "ours", ms, "ms");
+        let ms = median(repeats * 3, || {
+            let start = Instant::now();
+            match method {
+                StartMethod::Fork => bare_forks(4),
+                StartMethod::Spawn => bare_spawns(4),
+                StartMethod::Forkserver => server.children(4),
+            }
+            start.elapsed().as_secs_f64() * 1e3
+        });
+        report(&id, "limit", ms, "ms");
+    }
 
     let pool = Pool::new(4).unwrap();
     let rate = median(repeats, || {
@@ -70,6 +104,23 @@ fn main() {
         tasks as f64 / start.elapsed().as_secs_f64()
     });
     report("pool.apply_async", "ours", rate, "tasks/s");
+    let round_trips = tasks / 4;
+    let us = median(repeats, || {
+        let start = Instant::now();
+        for i in 0..round_trips {
+            assert_eq!(pool.apply(noop, i), Ok(i));
+        }
+        start.elapsed().as_secs_f64() * 1e6 / round_trips as f64
+    });
+    report("pool.apply", "ours", us, "us");
+    let us = median(repeats, || {
+        let start = Instant::now();
+        for i in 0..round_trips {
+            assert_eq!(echo.round_trip(i), i);
+        }
+        start.elapsed().as_secs_f64() * 1e6 / round_trips as f64
+    });
+    report("pool.apply", "limit", us, "us");
     let rate = median(repeats, || {
         let start = Instant::now();
         assert_eq!(pool.map(noop, 0..items).unwrap().len(), items as usize);
@@ -83,8 +134,187 @@ fn main() {
         tasks as f64 / start.elapsed().as_secs_f64()
     });
     report("pool.imap_unordered", "ours", rate, "items/s");
+    drop(pool);
+
+    let ms = median(repeats * 3, || {
+        let start = Instant::now();
+        let pool = procspawn::Pool::new(4).unwrap();
+        pool.shutdown();
+        drop(pool);
+        start.elapsed().as_secs_f64() * 1e3
+    });
+    report("pool.create_join.spawn", "procspawn", ms, "ms");
+    let pool = procspawn::Pool::new(4).unwrap();
+    let us = median(repeats, || {
+        let start = Instant::now();
+        for i in 0..round_trips / 10 {
+            assert_eq!(pool.spawn(i, noop).join().unwrap(), i);
+        }
+        start.elapsed().as_secs_f64() * 1e6 / (round_trips / 10) as f64
+    });
+    report("pool.apply", "procspawn", us, "us");
+    let few = tasks / 10;
+    let rate = median(repeats, || {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..few).map(|i| pool.spawn(i, noop)).collect();
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        few as f64 / start.elapsed().as_secs_f64()
+    });
+    report("pool.map", "procspawn", rate, "items/s");
+    pool.shutdown();
 }
 
+/// The floor under any pool of forked processes: fork `n` children that exit at once, reap
+/// them.
+fn bare_forks(n: usize) {
+    let children: Vec<_> = (0..n).map(|_| fork_exiting()).collect();
+    children.into_iter().for_each(|c| {
+        waitpid(c, None).unwrap();
+    });
+}
+
+fn fork_exiting() -> Pid {
+    // SAFETY: the child calls only `_exit`, which is async-signal-safe.
+    match unsafe { fork() }.unwrap() {
+        ForkResult::Parent { child } => child,
+        // SAFETY: `_exit` ends the child at once; it is always sound to call.
+        ForkResult::Child => unsafe { libc::_exit(0) },
+    }
+}
+
+/// The floor under a pool of spawned processes: run this executable `n` times, each exiting
+/// at once, and reap them.
+fn bare_spawns(n: usize) {
+    let children: Vec<_> = (0..n)
+        .map(|_| Command::new("/proc/self/exe").arg(EXIT).spawn().unwrap())
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+/// A forked child that echoes each 8 bytes it reads: the bare round trip to another process.
+struct Echo {
+    stream: UnixStream,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        // SAFETY: this process has a single thread here; the child only reads and writes its
+        // socket and ends with `_exit`.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Parent { .. } => Echo { stream: ours },
+            ForkResult::Child => {
+                drop(ours);
+                let mut word = [0u8; 8];
+                while theirs.read_exact(&mut word).is_ok() && theirs.write_all(&word).is_ok() {}
+                // SAFETY: `_exit` ends the child at once; it is always sound to call.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+
+    fn round_trip(&self, value: u64) -> u64 {
+        let mut stream = &self.stream;
+        stream.write_all(&value.to_le_bytes()).unwrap();
+        let mut word = [0u8; 8];
+        stream.read_exact(&mut word).unwrap();
+        u64::from_le_bytes(word)
+    }
+}
+
+/// A bare forkserver: a process forked at the start, which forks a child for each request
+/// byte and sends back its pidfd.
+struct BareServer {
+    requests: OwnedFd,
+}
+
+impl BareServer {
+    fn start() -> BareServer {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        // SAFETY: this process has a single thread here, so the child has every lock free;
+        // it serves requests and ends with `_exit`.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Parent { .. } => BareServer { requests: ours },
+            ForkResult::Child => {
+                drop(ours);
+                serve(theirs.as_raw_fd());
+                // SAFETY: `_exit` ends the server at once; it is always sound to call.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+
+    /// `n` children, each forked by the server and told of by a pidfd; waits until each ends.
+    fn children(&self, n: usize) {
+        let pidfds: Vec<OwnedFd> = (0..n).map(|_| self.request()).collect();
+        for pidfd in &pidfds {
+            let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::NONE).unwrap();
+        }
+    }
+
+    fn request(&self) -> OwnedFd {
+        let raw = self.requests.as_raw_fd();
+        sendmsg::<()>(raw, &[IoSlice::new(b"f")], &[], MsgFlags::empty(), None).unwrap();
+        let mut byte = [0u8; 1];
+        let mut space = cmsg_space!(RawFd);
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        let msg = recvmsg::<()>(raw, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC);
+        let msg = msg.unwrap();
+        for cmsg in msg.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                // SAFETY: the kernel has just installed this descriptor for this message.
+                return unsafe { OwnedFd::from_raw_fd(fds[0]) };
+            }
+        }
+        panic!("the bare server sent no pidfd");
+    }
+}
+
+/// The bare server's loop: for each request, fork a child that exits at once, send back its
+/// pidfd, and reap the children that have ended. Ends when the bench closes its end.
+fn serve(requests: RawFd) {
+    let mut byte = [0u8; 1];
+    loop {
+        let mut iov = [IoSliceMut::new(&mut byte)];
+        match recvmsg::<()>(requests, &mut iov, None, MsgFlags::empty()) {
+            Ok(msg) if msg.bytes == 1 => {}
+            _ => return,
+        }
+        let child = fork_exiting();
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) } as RawFd;
+        let rights = [pidfd];
+        let cmsg = [ControlMessage::ScmRights(&rights)];
+        let sent = sendmsg::<()>(
+            requests,
+            &[IoSlice::new(b"p")],
+            &cmsg,
+            MsgFlags::empty(),
+            None,
+        );
+        // SAFETY: `pidfd` was opened above and is closed once, here.
+        unsafe { libc::close(pidfd) };
+        while let Ok(status) = waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if status == nix::sys::wait::WaitStatus::StillAlive {
+                break;
+            }
+        }
+        if sent.is_err() {
+            return;
+        }
+    }
+}
 fn median(repeats: usize, mut measure: impl FnMut() -> f64) -> f64 {
     let mut values: Vec<f64> = (0..repeats).map(|_| measure()).collect();
     values.sort_by(f64::total_cmp);

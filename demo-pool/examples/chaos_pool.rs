@@ -5,9 +5,11 @@
 //! for every task, which some tasks run past, so that the pool kills workers too
 //! (`apply-async-killed-deadline`).
 //!
-//! One run: `Pool(4)` runs batches of small tasks while a thread of this process kills a
-//! random worker at random moments, for 0.2 s; then one more batch runs without kills, and the
-//! pool is closed and joined. Each task counts its runs in shared memory. Checked: every
+//! One run: `Pool(4)`, its workers started by `--start-method` (fork, spawn or forkserver),
+//! runs batches of small tasks while a thread of this process kills a random worker at random
+//! moments, for 0.2 s; then one more batch runs without kills, and the pool is closed and
+//! joined. Each task appends its number to a log file that every worker reaches by name,
+//! whatever its start method (a spawned worker inherits no memory of ours). Checked: every
 //! result is `Ok` with the right value, `Err(WorkerDied)`, or (with a deadline)
 //! `Err(TimedOut)`; no task runs twice; an `Ok` comes from a task that ran; every `get` and
 //! `map` returns (a watchdog ends a run that hangs).
@@ -15,19 +17,22 @@
 //! Prints one line, `chaos scenario=… result=ok|broken|hang kills=… lost=… …`.
 //!
 //! Run with: `cargo run --release -p demo-pool --example chaos_pool -- --scenario
-//! apply-async-killed --seed 1`; `cargo xtask chaos` runs every scenario over many seeds.
+//! apply-async-killed --seed 1 [--start-method spawn]`; `cargo xtask chaos` runs every
+//! scenario under each method over many seeds.
 
 mod support;
 
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use demo_pool::{Error, Pool};
+use demo_pool::{Error, Pool, StartMethod, run_if_spawned};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{Board, Options, Rng, SharedArray, Tally};
+use support::{Board, Options, Rng, Tally};
 
 const SCENARIOS: [&str; 5] = [
     "apply-async-killed",
@@ -53,34 +58,34 @@ const GAP: Duration = Duration::from_millis(10);
 const BATCH: u64 = 200;
 const MAX_TASKS: usize = 1 << 20;
 
-/// The program's own counter on the board.
-const CORRUPTED: usize = 0;
+/// The run's log, opened once per worker: the name of the controller's descriptor of it.
+static LOG: OnceLock<File> = OnceLock::new();
 
-/// Shared with the workers, which are forked after it is set: the board, and how many times
-/// each task ran.
-static SHARED: OnceLock<(Board, SharedArray<AtomicU8>)> = OnceLock::new();
-/// Set, before the pool starts, when some tasks run past their deadline.
-static LONG_TASKS: OnceLock<()> = OnceLock::new();
-
-/// A task: counts its run, works a little, returns `2i + 1`.
-fn task(i: u64) -> u64 {
-    let (board, runs) = SHARED.get().expect("set before the pool starts");
-    runs[i as usize].fetch_add(1, SeqCst);
-    let long = LONG_TASKS.get().is_some() && i % LONG_EVERY == LONG_EVERY - 1;
-    support::spin(if long {
-        LONG
-    } else {
-        Duration::from_micros(i % 50)
-    });
-    board.progress();
+/// A task: writes its number at the end of the log, works a little, returns `2i + 1`. One
+/// write of 8 bytes to a file opened for appending lands whole or not at all, even when its
+/// worker is killed.
+fn task((log, i): (String, u64)) -> u64 {
+    let mut file = LOG.get_or_init(|| File::options().append(true).open(log).unwrap());
+    file.write_all(&i.to_le_bytes()).unwrap();
+    support::spin(Duration::from_micros(i % 50));
     2 * i + 1
 }
 
+/// `task`, and then, for one task in `LONG_EVERY`, work `LONG`, far past the deadline of
+/// `apply-async-killed-deadline`.
+fn task_or_long((log, i): (String, u64)) -> u64 {
+    let result = task((log, i));
+    if i % LONG_EVERY == LONG_EVERY - 1 {
+        support::spin(LONG);
+    }
+    result
+}
+
 fn main() {
-    let about = "One run of the process pool with workers killed by SIGKILL at random moments, \
-                 during apply_async or map.";
-    let opts = Options::parse("chaos_pool", about, &SCENARIOS);
-    match run(&opts) {
+    // A spawned worker is this program run again: it becomes a worker here.
+    run_if_spawned();
+    let (opts, method) = parse();
+    match run(&opts, method) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("chaos_pool: {e}");
@@ -89,25 +94,117 @@ fn main() {
     }
 }
 
-fn run(opts: &Options) -> Result<i32, String> {
+/// The command line of `support::Options`, and `--start-method fork|spawn|forkserver`, which
+/// the pool takes and `Options` leaves to each program.
+fn parse() -> (Options, StartMethod) {
+    let about = "One run of the process pool with workers killed by SIGKILL at random moments, \
+                 during apply_async or map, the workers started by fork (default), spawn or \
+                 forkserver.";
+    let mut args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut method = StartMethod::Fork;
+    if let Some(i) = args.iter().position(|a| a == "--start-method") {
+        let Some(name) = args.get(i + 1) else {
+            eprintln!("chaos_pool: --start-method needs a value (try --help)");
+            std::process::exit(2);
+        };
+        method = name.parse().unwrap_or_else(|e| {
+            eprintln!("chaos_pool: {e}");
+            std::process::exit(2)
+        });
+        args.drain(i..i + 2);
+    }
+    (options(&args, about), method)
+}
+
+/// `support::Options` from `args`, the command line without `--start-method`, read as
+/// `Options::parse` reads it (which takes no start method but fork).
+fn options(args: &[String], about: &str) -> Options {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "Usage: chaos_pool --scenario NAME --seed N [--watchdog SECS] \
+             [--start-method fork|spawn|forkserver]\n\n{about}\n\nScenarios: {}",
+            SCENARIOS.join(", ")
+        );
+        std::process::exit(0);
+    }
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let bad = |why: String| -> ! {
+        eprintln!("chaos_pool: {why} (try --help)");
+        std::process::exit(2)
+    };
+    let known = ["--scenario", "--seed", "--watchdog"];
+    for pair in args.chunks(2) {
+        if !known.contains(&pair[0].as_str()) || pair.len() < 2 {
+            bad(format!("unexpected argument {:?}", pair[0]));
+        }
+    }
+    let scenario = value("--scenario").unwrap_or_else(|| bad("--scenario is missing".into()));
+    if !SCENARIOS.contains(&scenario.as_str()) {
+        bad(format!("no scenario named {scenario:?}"));
+    }
+    let seed = value("--seed").unwrap_or_else(|| bad("--seed is missing".into()));
+    let seed = seed
+        .parse()
+        .unwrap_or_else(|_| bad("--seed takes a whole number".into()));
+    let watchdog = match value("--watchdog").map(|s| s.parse::<u64>()) {
+        None => support::WATCHDOG,
+        Some(Ok(secs @ 1..=3600)) => Duration::from_secs(secs),
+        Some(_) => bad("--watchdog takes whole seconds, 1 to 3600".into()),
+    };
+    Options {
+        program: "chaos_pool",
+        scenario: scenario.clone(),
+        seed,
+        watchdog,
+        start_method: support::StartMethod::Fork,
+    }
+}
+
+/// A file for the run's log, already unlinked (nothing is left behind, even after a hang), and
+/// the name under which the workers open it: this process's descriptor in /proc.
+fn log() -> Result<(File, String), String> {
+    let path = std::env::temp_dir().join(format!("chaos_pool-{}.log", std::process::id()));
+    let file = File::options()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::remove_file(&path).map_err(|e| e.to_string())?;
+    let name = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+    Ok((file, name))
+}
+
+fn run(opts: &Options, method: StartMethod) -> Result<i32, String> {
     let started = Instant::now();
     let board = Board::new(1, WORKERS).map_err(|e| e.to_string())?;
-    let runs = SharedArray::<AtomicU8>::new(MAX_TASKS).map_err(|e| e.to_string())?;
-    let _ = SHARED.set((board.clone(), runs.clone()));
+    let (mut log, log_name) = log()?;
     let roles = (0..WORKERS).map(|_| "worker (last seen)".into()).collect();
     let state = || "the pool's workers, as last seen:".to_string();
     let watchdog = support::watch(opts, &board, roles, state, started);
-    let mut builder = Pool::builder().processes(WORKERS);
+    let mut builder = Pool::builder().processes(WORKERS).start_method(method);
     if opts.scenario.ends_with("-maxtasks") {
         builder = builder.maxtasksperchild(MAX_TASKS_PER_CHILD);
     }
-    if opts.scenario.ends_with("-deadline") {
-        let _ = LONG_TASKS.set(());
+    let long = opts.scenario.ends_with("-deadline");
+    if long {
         builder = builder.task_deadline(DEADLINE);
     }
     let mut pool = builder.build().map_err(|e| e.to_string())?;
     let mut rng = Rng::new(opts.seed);
-    let mut results = Results::default();
+    let mut results = Results {
+        log: log_name,
+        board: Some(board.clone()),
+        long,
+        ..Results::default()
+    };
     let map = opts.scenario.starts_with("map-killed");
     let mut next = 0;
     thread::scope(|s| {
@@ -140,9 +237,21 @@ fn run(opts: &Options) -> Result<i32, String> {
 
     let mut tally = board.tally();
     tally.lost = results.lost;
-    tally.corrupted = results.corrupted + board.word(CORRUPTED).load(SeqCst);
-    for i in 0..next as usize {
-        let n = u64::from(runs[i].load(SeqCst));
+    tally.corrupted = results.corrupted;
+    let mut logged = Vec::new();
+    log.rewind().map_err(|e| e.to_string())?;
+    log.read_to_end(&mut logged).map_err(|e| e.to_string())?;
+    let mut runs = vec![0u64; next as usize];
+    for i in logged.chunks(8) {
+        match i.try_into().map(u64::from_le_bytes) {
+            Ok(i) if i < next => runs[i as usize] += 1,
+            _ => {
+                eprintln!("chaos_pool: the log holds {i:?}, which is no task's number");
+                tally.corrupted += 1;
+            }
+        }
+    }
+    for (i, &n) in runs.iter().enumerate() {
         tally.duplicated += n.saturating_sub(1);
         if n == 0 && results.ok.get(i).copied().unwrap_or(false) {
             eprintln!("chaos_pool: task {i} has a result but never ran");
@@ -166,10 +275,16 @@ fn report_died(results: &Results, tally: &Tally) {
 
 #[derive(Default)]
 struct Results {
+    /// The name of the log that tasks write to.
+    log: String,
+    /// Where a completed operation is counted (the end of a kill's recovery).
+    board: Option<Board>,
     /// Per task: whether its result was `Ok`.
     ok: Vec<bool>,
     died: u64,
     timed_out: u64,
+    /// Whether some tasks run past their deadline (`task_or_long`).
+    long: bool,
     lost: u64,
     corrupted: u64,
 }
@@ -178,6 +293,7 @@ impl Results {
     /// Runs tasks `next..next + BATCH` through `apply_async` + `get`, or through `map`, and
     /// checks each result.
     fn batch(&mut self, pool: &Pool, next: &mut u64, map: bool, rng: &mut Rng) {
+        let task = if self.long { task_or_long } else { task };
         let ids: Vec<u64> = (*next..*next + BATCH).collect();
         *next += BATCH;
         self.ok.resize(*next as usize, false);
@@ -185,7 +301,8 @@ impl Results {
             // A map whose chunk lost its worker fails as a whole, as Python's does.
             let size = 1 + rng.below(BATCH);
             for chunk in ids.chunks(size as usize) {
-                match pool.map(task, chunk.iter().copied()) {
+                let items = chunk.iter().map(|&i| (self.log.clone(), i));
+                match pool.map(task, items) {
                     Ok(values) => {
                         for (&i, value) in chunk.iter().zip(values) {
                             self.check(i, Ok(value));
@@ -197,7 +314,7 @@ impl Results {
         } else {
             let pending: Vec<_> = ids
                 .iter()
-                .map(|&i| (i, pool.apply_async(task, i)))
+                .map(|&i| (i, pool.apply_async(task, (self.log.clone(), i))))
                 .collect();
             for (i, result) in pending {
                 match result {
@@ -210,7 +327,10 @@ impl Results {
 
     fn check(&mut self, i: u64, result: Result<u64, Error>) {
         match result {
-            Ok(value) if value == 2 * i + 1 => self.ok[i as usize] = true,
+            Ok(value) if value == 2 * i + 1 => {
+                self.ok[i as usize] = true;
+                self.board.as_ref().expect("set by run").progress();
+            }
             Ok(value) => {
                 eprintln!("chaos_pool: task {i} returned {value}");
                 self.corrupted += 1;

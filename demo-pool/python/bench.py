@@ -1,12 +1,17 @@
-"""Python's multiprocessing.Pool, measured in the same shape as examples/bench.rs.
+"""Python's multiprocessing.Pool, measured in the same shape as examples/bench_pool.rs.
 
 Prints `bench<TAB>ID<TAB>python<TAB>VALUE<TAB>UNIT` lines; BENCH_QUICK=1 for a short run.
-Run with: python3 demo-pool/python/bench.py
+Pool(4) create+close+join is measured under each start method (get_context(method)), or under
+the one that `--start-method fork|spawn|forkserver` names.
+Run with: python3 demo-pool/python/bench.py [--start-method spawn]
 """
+import multiprocessing
 import os
 import statistics
+import sys
 import time
-from multiprocessing import Pool
+
+METHODS = ("fork", "spawn", "forkserver")
 
 
 def noop(x):
@@ -21,23 +26,40 @@ def report(bench_id, value, unit):
     print(f"bench\t{bench_id}\tpython\t{value:.3f}\t{unit}", flush=True)
 
 
+def methods(argv):
+    """The start methods to measure: all, or the one --start-method names (exit 2 if bad)."""
+    if not argv:
+        return METHODS
+    if len(argv) == 2 and argv[0] == "--start-method" and argv[1] in METHODS:
+        return (argv[1],)
+    print("bench.py: usage: bench.py [--start-method fork|spawn|forkserver]", file=sys.stderr)
+    sys.exit(2)
+
+
 def main():
+    measured = methods(sys.argv[1:])
     quick = os.environ.get("BENCH_QUICK") == "1"
     repeats = 3 if quick else 7
     tasks = 5_000 if quick else 20_000
     items = 200_000 if quick else 1_000_000
 
-    # First, while this process is small, as in examples/bench.rs.
-    def create_join():
-        start = time.perf_counter()
-        pool = Pool(4)
-        pool.close()
-        pool.join()
-        return (time.perf_counter() - start) * 1e3
+    # First, while this process is small, as in examples/bench_pool.rs.
+    for method in measured:
+        ctx = multiprocessing.get_context(method)
 
-    report("pool.create_join", median(repeats * 3, create_join), "ms")
+        def create_join():
+            start = time.perf_counter()
+            pool = ctx.Pool(4)
+            pool.close()
+            pool.join()
+            return (time.perf_counter() - start) * 1e3
 
-    with Pool(4) as pool:
+        bench_id = "pool.create_join" if method == "fork" else f"pool.create_join.{method}"
+        report(bench_id, median(repeats * 3, create_join), "ms")
+
+    if len(measured) == 1:
+        return
+    with multiprocessing.get_context("fork").Pool(4) as pool:
         def apply_async():
             start = time.perf_counter()
             results = [pool.apply_async(noop, (i,)) for i in range(tasks)]
@@ -46,6 +68,15 @@ def main():
             return tasks / (time.perf_counter() - start)
 
         report("pool.apply_async", median(repeats, apply_async), "tasks/s")
+
+        def apply():
+            round_trips = tasks // 4
+            start = time.perf_counter()
+            for i in range(round_trips):
+                pool.apply(noop, (i,))
+            return (time.perf_counter() - start) * 1e6 / round_trips
+
+        report("pool.apply", median(repeats, apply), "us")
 
         def map_items():
             start = time.perf_counter()

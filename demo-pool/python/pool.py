@@ -2,7 +2,8 @@
 raises, a worker killed in the middle of a task, a task that never ends, terminate.
 
 Prints the same lines as `cargo run -p demo-pool`. DEMO_TIME_SCALE multiplies every sleep.
-Run with: python3 demo-pool/python/pool.py
+--start-method fork|spawn|forkserver starts the workers that way (get_context(method)).
+Run with: python3 demo-pool/python/pool.py [--start-method spawn]
 """
 import multiprocessing
 import os
@@ -12,7 +13,6 @@ import socket
 import sys
 import threading
 import time
-from multiprocessing.pool import Pool
 
 
 def time_scale():
@@ -28,6 +28,27 @@ def time_scale():
 
 
 SCALE = time_scale()
+
+
+def start_method(argv):
+    """The value of --start-method (or --start-method=VALUE); Python's default when not given.
+    Anything else on the command line, or a bad value, is one line on stderr and exit code 2."""
+    method, rest = None, list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--start-method" and rest and not rest[0].startswith("-"):
+            method = rest.pop(0)
+        elif arg.startswith("--start-method="):
+            method = arg.split("=", 1)[1]
+        else:
+            print(f"pool.py: unexpected argument {arg!r} (--start-method fork|spawn|forkserver)",
+                  file=sys.stderr)
+            sys.exit(2)
+    if method not in (None, "fork", "spawn", "forkserver"):
+        print(f"pool.py: unknown start method {method!r} (fork, spawn or forkserver)",
+              file=sys.stderr)
+        sys.exit(2)
+    return method
 
 
 def say(message):
@@ -120,8 +141,9 @@ def kill_a_worker(pool, failed):
 
 
 def main():
+    ctx = multiprocessing.get_context(start_method(sys.argv[1:]))
     say("parent starts")
-    p = Pool(4)
+    p = ctx.Pool(4)
     results = [p.apply_async(run, args=(i,)) for i in range(10)]
     p.close()
     p.join()
@@ -131,7 +153,7 @@ def main():
     failed = [f"task {i} failed: {r._value!r}" for i, r in enumerate(results) if not r.successful()]
 
     say("the rest of Pool, on Pool(2):")
-    pool = Pool(2)
+    pool = ctx.Pool(2)
     say(f"map(square, range(10)) = {pool.map(square, range(10))}")
     # imap takes the whole input at once, in a thread of the pool, and gives results as they come.
     say(f"list(imap(square, range(10), chunksize=3)) = {list(pool.imap(square, range(10), chunksize=3))}")

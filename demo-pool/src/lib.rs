@@ -1,11 +1,14 @@
-//! Python's `multiprocessing.Pool` in Rust: a [`Pool`] of worker processes, forked once and
+//! Python's `multiprocessing.Pool` in Rust: a [`Pool`] of worker processes, started once and
 //! fed tasks, with `apply_async`, `apply`, `map`, `map_async`, `starmap`, `imap`,
 //! `imap_unordered` ([`IMap`]), `close`, `join` and `terminate`, an [`AsyncResult`] for each
 //! task, and Python's `initializer` and `maxtasksperchild` through [`Pool::builder`].
 //!
-//! A task is a plain `fn(A) -> R` whose argument and result are serde values: the workers are
-//! forks of this program, so the task's address means the same function there. A closure
-//! that captures nothing is a `fn` too.
+//! A task is a plain `fn(A) -> R` whose argument and result are serde values. The workers
+//! start by fork (the default), spawn or forkserver ([`Pool::with_start_method`], Python's
+//! `get_context(method).Pool(n)`): each is an image of this same executable file, so the
+//! task's distance from a fixed function of the file names the same function there. A closure
+//! that captures nothing is a `fn` too. Spawn and forkserver need [`run_if_spawned`] first
+//! thing in `main`.
 //!
 //! What this pool promises that Python's does not:
 //!
@@ -22,8 +25,8 @@
 //! - an initializer that panics stops the pool with [`Error::Broken`] naming it, instead of
 //!   a pool that forks new workers for ever.
 //!
-//! Linux only (pidfd, `PR_SET_PDEATHSIG`); a build elsewhere stops with one error that says
-//! so.
+//! Linux only (pidfd, `PR_SET_PDEATHSIG`, `/proc/self/exe`); a build elsewhere stops with one
+//! error that says so.
 
 #![warn(missing_docs)]
 
@@ -33,12 +36,21 @@ compile_error!(
      makes it die with the pool (PR_SET_PDEATHSIG), and this target has neither"
 );
 
+// Private here: a pool's values cross as plain postcard, without descriptors. The spawn
+// bootstrap uses it to hand a worker its socket.
+#[cfg(target_os = "linux")]
+#[allow(unused_imports)]
+mod fds;
+#[cfg(target_os = "linux")]
+mod forkserver;
 #[cfg(target_os = "linux")]
 mod panic_message;
 #[cfg(target_os = "linux")]
 mod pool;
 #[cfg(target_os = "linux")]
 mod process;
+#[cfg(target_os = "linux")]
+mod spawn;
 
 /// # Example
 ///
@@ -144,3 +156,30 @@ pub use pool::IMap;
 pub use pool::Pool;
 #[cfg(target_os = "linux")]
 pub use pool::{Error, Ran};
+#[cfg(target_os = "linux")]
+pub use process::{StartMethod, exit_now};
+/// # Example
+///
+/// A pool under each start method, as Python's `get_context(method).Pool(2)`. A program
+/// whose pools spawn their workers calls `run_if_spawned` first thing in its `main` (here
+/// the doctest's own), tests with their own `main` included (`harness = false`):
+///
+/// ```
+/// use demo_pool::{Pool, StartMethod, run_if_spawned};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     // A spawned worker is this program run again: it becomes a worker here.
+///     run_if_spawned();
+///     for method in StartMethod::ALL {
+///         let pool = Pool::with_start_method(2, method)?;
+///         assert_eq!(pool.map(square, 0..4)?, [0, 1, 4, 9]);
+///     }
+///     Ok(())
+/// }
+/// ```
+#[cfg(target_os = "linux")]
+pub use spawn::run_if_spawned;

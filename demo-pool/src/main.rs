@@ -22,8 +22,8 @@
 //!     p.terminate()
 //! ```
 //!
-//! Run with: `cargo run -p demo-pool` (add `--timeline pool.svg` to draw which worker ran
-//! which task, and when). `src/tour.rs` then tours the rest of the pool.
+//! Run with: `cargo run -p demo-pool` (`-- --start-method spawn` to start the workers another
+//! way, `-- --timeline pool.svg` to draw them). `src/tour.rs` then tours the rest of the pool.
 
 mod demo;
 mod timeline;
@@ -38,21 +38,22 @@ use std::time::Instant;
 use rand::seq::IndexedRandom;
 
 use demo::{Args, say};
-use demo_pool::{AsyncResult, Pool};
+use demo_pool::{AsyncResult, Pool, StartMethod, run_if_spawned};
 
 const USAGE: &str = "\
-Usage: demo-pool [--help] [--timeline FILE]
+Usage: demo-pool [--help] [--start-method fork|spawn|forkserver] [--timeline FILE]
 
 Runs the note's ten tasks on Pool(4): each sleeps 1 to 4 s and says which worker ran it. Then
 tours map, imap, starmap, a task that panics, a worker killed mid-task, a task past its
-deadline, and terminate(). Exits 1 if a task failed that should not have. --timeline FILE
-also draws the ten tasks as an SVG: a lane per worker, a bar per task.
+deadline, and terminate(). Exits 1 if a task failed that should not have. --start-method: how
+the workers start (default fork), as Python's get_context(method). --timeline FILE also draws
+the ten tasks as an SVG.
 
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";
 
-/// The note's task. It runs in a worker: a `fn`, so that the worker, a fork of this program,
-/// finds it at the same address.
+/// The note's task. It runs in a worker: a `fn`, so that the worker, a fork of this program or
+/// this program run again, finds it at the same distance from a fixed function.
 fn run(name: u32) {
     say!("task {name} starts");
     let start = Instant::now();
@@ -63,7 +64,12 @@ fn run(name: u32) {
 }
 
 fn main() -> ExitCode {
+    // Python's `if __name__ == "__main__":` a spawned worker is this program run again, and
+    // becomes a worker here. (Panics first: it never reaches Args::parse, which sets them.)
+    demo::one_line_panics();
+    run_if_spawned();
     let mut args = Args::parse(USAGE);
+    let method = tour::start_method(args.value("--start-method"));
     let picture = args.value("--timeline");
     args.finish();
     // A file that cannot be written stops the demo before it starts, as a bad flag does.
@@ -71,15 +77,15 @@ fn main() -> ExitCode {
         Ok(file) => (path, file),
         Err(e) => demo::fail(&format!("cannot write the timeline to {path}: {e}")),
     });
-    let failed = try_main(picture).unwrap_or_else(|e| vec![e.to_string()]);
+    let failed = try_main(method, picture).unwrap_or_else(|e| vec![e.to_string()]);
     failed.iter().for_each(|f| eprintln!("demo-pool: {f}"));
     ExitCode::from(u8::from(!failed.is_empty()))
 }
 
 /// Runs the demo; returns what failed although it should not have.
-fn try_main(picture: Option<(String, File)>) -> Result<Vec<String>, Box<dyn Error>> {
+fn try_main(method: StartMethod, picture: Option<Picture>) -> Result<Vec<String>, Box<dyn Error>> {
     say!("parent starts");
-    let mut p = Pool::new(4)?;
+    let mut p = Pool::with_start_method(4, method)?;
     let mut results = Vec::new();
     for i in 0..10 {
         results.push(p.apply_async(run, i)?);
@@ -100,9 +106,11 @@ fn try_main(picture: Option<(String, File)>) -> Result<Vec<String>, Box<dyn Erro
         file.write_all(timeline::svg(title, &bars(&results)).as_bytes())?;
         say!("wrote timeline to {path}");
     }
-    failed.extend(tour::run()?);
+    failed.extend(tour::run(method)?);
     Ok(failed)
 }
+
+type Picture = (String, File);
 
 /// The picture's bars: each result knows which worker ran its task, and when.
 fn bars(results: &[AsyncResult<()>]) -> Vec<timeline::Bar> {

@@ -4,13 +4,14 @@
 //! `Pool::builder()`; and an `AsyncResult` with `get`, `get_timeout`, `ready` and
 //! `successful`, and `ran`: which worker ran the task, and when.
 //!
-//! How a task reaches a worker: the workers are forked from this program, so they hold the
-//! same code at the same addresses. A task is a plain `fn(A) -> R`; the pool sends its address
-//! together with the address of `call_one::<A, R>`, a function made for exactly that `A` and
-//! `R`, which decodes the JSON arguments, calls the task and encodes its result. The compiler
-//! checks that task, arguments and result agree; serde carries the values. A closure that
-//! captures nothing is a `fn` too; one that captures is refused at compile time, much as
-//! Python's pickle refuses a lambda.
+//! How a task reaches a worker: every worker is an image of this same executable file, a fork
+//! of this process or, under spawn and forkserver, the file run again (whose bootstrap checks
+//! that it is the same file). A task is a plain `fn(A) -> R`; the pool sends its offset from a
+//! fixed function of the file, together with the offset of `call_one::<A, R>`, a function made
+//! for exactly that `A` and `R`, which decodes the arguments (postcard), calls the task and encodes
+//! its result. The compiler checks that task, arguments and result agree; serde carries the
+//! values. A closure that captures nothing is a `fn` too; one that captures is refused at
+//! compile time, much as Python's pickle refuses a lambda.
 //!
 //! What this pool promises that Python's does not:
 //! - a worker killed in the middle of a task (`kill -9`) fails that task's `get()` with an
@@ -31,9 +32,9 @@
 //! - this file: the API, `Pool` and `AsyncResult`, and the slot a result is settled in;
 //! - `state.rs`: what the submitting threads and the manager share: the queue of tasks, the
 //!   workers, and which tasks each worker holds;
-//! - `manager.rs`: the manager thread, one per pool. It forks every worker, the first ones and
-//!   each replacement, because the parent-death signal fires when the *thread* that forked
-//!   exits: the forking thread must live exactly as long as the pool. It reads results and
+//! - `manager.rs`: the manager thread, one per pool. It starts every worker, the first ones
+//!   and each replacement, because the parent-death signal fires when the *thread* that
+//!   started a process exits: that thread must live exactly as long as the pool. It reads results and
 //!   watches each worker through a pidfd;
 //! - `worker.rs`: a worker, and the wire format of tasks and results. Each worker has one
 //!   socketpair and runs one task at a time, so the pool always knows which task a dead
@@ -66,6 +67,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::process::StartMethod;
 use state::{Job, Shared, State, Status};
 
 /// What went wrong with the pool or with one task. Asking a result again gives the same error.
@@ -97,7 +99,7 @@ pub enum Error {
     },
     /// The pool was terminated before the task finished.
     Terminated,
-    /// The pool could not go on, for example a replacement worker could not be forked.
+    /// The pool could not go on, for example a replacement worker could not be started.
     Broken(String),
     /// The arguments or the result could not be encoded or decoded.
     Serde(String),
@@ -133,6 +135,7 @@ pub struct Pool {
     manager: Option<JoinHandle<()>>,
     /// The deadline of every task not given its own (`Builder::task_deadline`).
     deadline: Option<Duration>,
+    method: StartMethod,
 }
 
 /// The result of `apply_async`, settled when the task ends, its worker dies or the pool ends.
@@ -142,8 +145,8 @@ pub struct AsyncResult<R> {
 }
 
 /// Where and when a task ran: the pid of the worker, and the moments the task started and
-/// ended there, on the clock of `Instant::now()` (a worker is a fork of this program and reads
-/// the same monotonic clock).
+/// ended there, on the clock of `Instant::now()` (the machine's monotonic clock, which every
+/// worker reads too, whatever its start method).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ran {
     /// The pid of the worker that ran the task.
@@ -155,19 +158,36 @@ pub struct Ran {
 }
 
 impl Pool {
-    /// Python's `Pool(processes)`: starts the workers. `None` means one per CPU.
+    /// Python's `Pool(processes)`: starts the workers by the default start method,
+    /// [`Pool::DEFAULT_START_METHOD`]. `None` means one per CPU.
     pub fn new(processes: impl Into<Option<usize>>) -> io::Result<Pool> {
-        Pool::start(processes.into(), worker::Start::default(), None)
+        Pool::start(
+            processes.into(),
+            Pool::DEFAULT_START_METHOD,
+            worker::Start::default(),
+            None,
+        )
     }
 
-    /// Python's `Pool(processes, initializer, initargs, maxtasksperchild)`, and a deadline for
-    /// every task: set what you need, then `build()`.
-    pub fn builder() -> Builder {
-        Builder::default()
+    /// The start method of `Pool::new`: fork. It needs nothing of the program and starts a
+    /// worker fastest, but a task must not wait on a lock another thread may hold (the
+    /// crate's README measures the three methods and says why).
+    pub const DEFAULT_START_METHOD: StartMethod = StartMethod::Fork;
+
+    /// Python's `Pool(processes, context=get_context(method))`: starts the workers by
+    /// `method`. Spawn and forkserver need [`run_if_spawned`](crate::run_if_spawned) first
+    /// thing in the program's `main` (a spawned worker is this program run again, and that
+    /// call is where it becomes a worker); without it, this is an error that says so.
+    pub fn with_start_method(
+        processes: impl Into<Option<usize>>,
+        method: StartMethod,
+    ) -> io::Result<Pool> {
+        Pool::start(processes.into(), method, worker::Start::default(), None)
     }
 
     fn start(
         processes: Option<usize>,
+        method: StartMethod,
         start: worker::Start,
         deadline: Option<Duration>,
     ) -> io::Result<Pool> {
@@ -192,12 +212,13 @@ impl Pool {
         // `[pid N]` for an unnamed thread. Tasks run on its stack, so give it a main-sized one.
         let manager = thread::Builder::new()
             .stack_size(8 << 20)
-            .spawn(move || manager::run(&manager_shared, woken, n, &start, started_tx))?;
+            .spawn(move || manager::run(&manager_shared, woken, n, method, &start, started_tx))?;
         match started.recv() {
             Ok(Ok(())) => Ok(Pool {
                 shared,
                 manager: Some(manager),
                 deadline,
+                method,
             }),
             Ok(Err(e)) => {
                 let _ = manager.join();
@@ -210,6 +231,11 @@ impl Pool {
                 ))
             }
         }
+    }
+
+    /// How this pool starts its workers.
+    pub fn start_method(&self) -> StartMethod {
+        self.method
     }
 
     /// The pids of the workers now running.
@@ -384,8 +410,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         loop {
             match &*outcome {
                 Some(Ok(bytes)) => {
-                    return serde_json::from_slice(bytes)
-                        .map_err(|e| Error::Serde(format!("the result: {e}")));
+                    return postcard::from_bytes(bytes)
+                        .map_err(|e| Error::Serde(worker::uncodable("the result", e)));
                 }
                 Some(Err(e)) => return Err(e.clone()),
                 None => {}

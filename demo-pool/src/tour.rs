@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use demo_pool::Pool;
+use demo_pool::{Pool, StartMethod};
 
 use crate::demo::{self, say};
 
@@ -52,11 +52,18 @@ fn is_alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// The value of `--start-method`: Python's `get_context(method)`, the pool's default when not
+/// given; a bad value is one line on stderr and exit code 2.
+pub fn start_method(value: Option<String>) -> StartMethod {
+    let parsed = value.map_or(Ok(Pool::DEFAULT_START_METHOD), |v| v.parse());
+    parsed.unwrap_or_else(|e: String| demo::fail(&e))
+}
+
 /// Runs the tour; returns what failed although it should not have.
-pub fn run() -> Result<Vec<String>, Box<dyn Error>> {
+pub fn run(method: StartMethod) -> Result<Vec<String>, Box<dyn Error>> {
     let mut failed = Vec::new();
     say!("the rest of Pool, on Pool(2):");
-    let mut pool = Pool::new(2)?;
+    let mut pool = Pool::with_start_method(2, method)?;
     say!("map(square, range(10)) = {:?}", pool.map(square, 0..10)?);
     // imap takes the items as the workers free up, and gives the results as they come.
     let squares = pool

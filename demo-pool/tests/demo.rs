@@ -10,11 +10,14 @@ use std::process::Command;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{Output, Running, line, parent_of, run};
+use support::{Output, Running, assert_expected_output, line, parent_of, run};
 
 mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_demo-pool");
+
+/// The values of `--start-method`, as Python names them.
+const METHODS: [&str; 3] = ["fork", "spawn", "forkserver"];
 
 fn demo(scale: &str) -> Command {
     let mut command = Command::new(BIN);
@@ -83,16 +86,25 @@ fn note_tasks(stdout: &str) -> HashMap<String, i32> {
     started
 }
 
+/// The note's run prints the same under each start method.
 #[test]
-fn the_pool_keeps_its_promises() {
-    let stdout = stdout_of(&mut demo("0.05"));
-    note_tasks(&stdout);
-    assert!(stdout.contains("] parent ends\n"), "{stdout}");
+fn the_pool_keeps_its_promises_under_each_start_method() {
+    for method in METHODS {
+        let stdout = stdout_of(demo("0.05").args(["--start-method", method]));
+        note_tasks(&stdout);
+        assert_expected_output(&stdout);
+    }
 }
 
 #[test]
 fn a_worker_killed_mid_task_fails_that_task_and_is_replaced_and_the_rest_complete() {
-    let stdout = stdout_of(&mut demo("0.05"));
+    for method in METHODS {
+        killed_worker(method);
+    }
+}
+
+fn killed_worker(method: &str) {
+    let stdout = stdout_of(demo("0.05").args(["--start-method", method]));
     let parent = pid_of(stdout.lines().next().unwrap());
     let victim = pid_of(line(&stdout, "a task starts, tells the parent its pid"));
     assert_ne!(victim, parent);
@@ -211,19 +223,32 @@ fn help_and_bad_input() {
     let help = run(demo("1").arg("--help"));
     assert!(help.status.success());
     assert!(help.stdout.starts_with("Usage: demo-pool"));
-    for command in [demo("1").arg("--frobnicate"), &mut demo("0")] {
-        let output = run(command);
+    let bad: [(&str, &[&str]); 4] = [
+        ("1", &["--frobnicate"]),
+        ("0", &[]),
+        ("1", &["--start-method", "vfork"]),
+        ("1", &["--start-method"]),
+    ];
+    for (scale, args) in bad {
+        let output = run(demo(scale).args(args));
         assert_eq!(output.status.code(), Some(2));
         assert_eq!(output.stderr.lines().count(), 1);
         assert!(output.stdout.is_empty());
     }
 }
 
-/// Starts the demo in its own process group, waits until four tasks run, and kills it with
-/// `signal`; then every worker must end, by the parent-death signal if not by `signal`.
+/// Starts the demo in its own process group under each start method, waits until four tasks
+/// run, and kills it with `signal`; then every worker must end, by the parent-death signal if
+/// not by `signal` (a forkserver worker with its server, which dies with the demo).
 fn no_worker_outlives(signal: Signal, whole_group: bool) {
+    for method in METHODS {
+        no_worker_outlives_under(method, signal, whole_group);
+    }
+}
+
+fn no_worker_outlives_under(method: &str, signal: Signal, whole_group: bool) {
     // The tasks sleep 100 to 400 s: a worker the signal does not end outlives the 10 s wait.
-    let mut demo = Running::start(&mut demo("100"));
+    let mut demo = Running::start(demo("100").args(["--start-method", method]));
     let parent = demo.pid() as i32;
     let mut workers = HashSet::new();
     while workers.len() < 4 {
@@ -236,7 +261,12 @@ fn no_worker_outlives(signal: Signal, whole_group: bool) {
     let pidfds: Vec<OwnedFd> = workers.iter().map(|&pid| pidfd_open(pid)).collect();
     for &pid in &workers {
         let ppid = parent_of(pid as u32) as i32;
-        assert_eq!(ppid, parent, "worker {pid} is not the demo's child");
+        if method == "forkserver" {
+            let server = ppid;
+            assert_eq!(parent_of(server as u32) as i32, parent, "{pid}'s server");
+        } else {
+            assert_eq!(ppid, parent, "worker {pid} is not the demo's child");
+        }
     }
 
     if whole_group {
@@ -249,7 +279,7 @@ fn no_worker_outlives(signal: Signal, whole_group: bool) {
     for (pid, pidfd) in workers.iter().zip(&pidfds) {
         let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         let ended = poll(&mut fds, PollTimeout::from(10_000u16)).unwrap();
-        assert_eq!(ended, 1, "worker {pid} outlived its parent");
+        assert_eq!(ended, 1, "worker {pid} ({method}) outlived its parent");
     }
 }
 

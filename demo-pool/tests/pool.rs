@@ -13,7 +13,7 @@ use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use demo_pool::{Error, Pool};
+use demo_pool::{Error, Pool, StartMethod};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill};
@@ -247,18 +247,45 @@ fn a_worker_killed_mid_task_fails_that_task_only_and_is_replaced() {
     assert!(pair.iter().all(|r| r.get().is_ok()));
 }
 
+/// A shape postcard cannot decode (untagged: the type does not say which variant).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Untagged {
+    Number(u32),
+}
+
+/// A value whose length its serializer does not say up front, which postcard needs.
+struct Unsized;
+
+impl serde::Serialize for Unsized {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        s.serialize_seq(None)?.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unsized {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|()| Unsized)
+    }
+}
+
 #[test]
-fn a_value_json_cannot_carry_is_a_serde_error() {
+fn a_value_postcard_cannot_carry_is_a_clear_serde_error() {
     let pool = Pool::new(1).unwrap();
-    // JSON has no NaN: serde_json writes `null`, which does not decode as an f64.
-    assert!(matches!(
-        pool.apply(|x: f64| x, f64::NAN),
-        Err(Error::Serde(_))
-    ));
-    assert!(matches!(
-        pool.apply(|_: ()| f64::NAN, ()),
-        Err(Error::Serde(_))
-    ));
+    let postcard = |result: Result<(), Error>| match result {
+        Err(Error::Serde(why)) => assert!(why.contains("postcard"), "{why}"),
+        other => panic!("{other:?}"),
+    };
+    // Encoded here: refused before it is sent.
+    postcard(pool.apply_async(|_: Unsized| (), Unsized).map(drop));
+    // Encoded, but not decodable in the worker: the task's get() says so.
+    postcard(pool.apply(|_: Untagged| (), Untagged::Number(1)));
+    // A result that cannot be encoded in the worker, nor decoded here.
+    postcard(pool.apply(|_: ()| Unsized, ()).map(drop));
+    postcard(pool.apply(|_: ()| Untagged::Number(2), ()).map(drop));
+    // The pool goes on; a NaN, which JSON could not carry, crosses as it is.
+    assert!(pool.apply(|x: f64| x, f64::NAN).unwrap().is_nan());
     assert_eq!(pool.apply(|x: f64| x * 2.0, 1.5), Ok(3.0));
 }
 
@@ -317,4 +344,16 @@ fn each_worker_draws_its_own_random_numbers() {
     rendezvous.release(2);
     let [(_, a), (_, b)] = [pair[0].get().unwrap(), pair[1].get().unwrap()];
     assert_ne!(a, b);
+}
+
+/// This test binary never calls `run_if_spawned` (libtest owns its `main`): a pool that would
+/// spawn its workers says what is missing instead of starting the test binary again.
+#[test]
+fn spawn_and_forkserver_without_run_if_spawned_are_a_clear_error() {
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        let err = Pool::with_start_method(1, method).err().unwrap();
+        assert!(err.to_string().contains("run_if_spawned"), "{err}");
+    }
+    assert_eq!(Pool::DEFAULT_START_METHOD, StartMethod::Fork);
+    assert!(Pool::new(1).is_ok());
 }

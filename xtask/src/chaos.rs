@@ -7,6 +7,9 @@
 //! process group of its own that is killed after 15 s (the run's own watchdog reports a hang
 //! after 12 s), and prints the table. A control run turns the lock's re-armed sleeps off and
 //! must hang: it shows that the suite sees the bug it guards against.
+//!
+//! The pool's scenarios run under each start method (`--start-method fork`, `spawn`,
+//! `forkserver`): the same faults, on workers that are forks or new images of the program.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +25,8 @@ struct Scenario {
     krate: &'static str,
     example: &'static str,
     name: &'static str,
+    /// How the run's processes start: `--start-method`.
+    method: &'static str,
     /// Runs in the full suite and with `--quick`.
     runs: (u64, u64),
     /// A control: every run must hang. Its watchdog is shorter, since the hang is expected.
@@ -38,9 +43,15 @@ const fn scenario(
         krate,
         example,
         name,
+        method: "fork",
         runs,
         control: false,
     }
+}
+
+/// The same scenario under another start method.
+const fn under(method: &'static str, s: Scenario) -> Scenario {
+    Scenario { method, ..s }
 }
 
 const SCENARIOS: &[Scenario] = &[
@@ -65,6 +76,7 @@ const SCENARIOS: &[Scenario] = &[
         krate: "demo-lock",
         example: "chaos_lock",
         name: "woken-waiter-no-rearm",
+        method: "fork",
         runs: (3, 1),
         control: true,
     },
@@ -83,7 +95,23 @@ const SCENARIOS: &[Scenario] = &[
         "apply-async-killed-deadline",
         (100, 5),
     ),
+    under("spawn", pool("apply-async-killed")),
+    under("spawn", pool("map-killed")),
+    under("spawn", pool("apply-async-killed-maxtasks")),
+    under("spawn", pool("apply-async-killed-deadline")),
+    under("forkserver", pool("apply-async-killed")),
+    under("forkserver", pool("map-killed")),
+    under("forkserver", pool("apply-async-killed-maxtasks")),
+    under("forkserver", pool("apply-async-killed-deadline")),
 ];
+
+/// Per pool scenario under spawn and forkserver: the pool's own code is the same as under
+/// fork; what differs is how each worker starts, which every kill makes it do again.
+const POOL_OTHER: (u64, u64) = (100, 3);
+
+const fn pool(name: &'static str) -> Scenario {
+    scenario("demo-pool", "chaos_pool", name, POOL_OTHER)
+}
 
 /// The watchdog of a control run, which is expected to hang.
 const CONTROL_WATCHDOG: &str = "5";
@@ -151,9 +179,10 @@ pub fn chaos(quick: bool) -> Result<bool, String> {
             "ok"
         };
         println!(
-            "{} {}: {runs} runs ... {verdict} ({:.1} s)",
+            "{} {} ({}): {runs} runs ... {verdict} ({:.1} s)",
             s.krate,
             s.name,
+            s.method,
             began.elapsed().as_secs_f64()
         );
         rows.push((s, row));
@@ -182,6 +211,9 @@ fn run_one(s: &Scenario, seed: u64, row: &mut Row) -> Result<bool, String> {
         "--seed".into(),
         seed.to_string(),
     ];
+    if s.method != "fork" {
+        args.extend(["--start-method".into(), s.method.into()]);
+    }
     if s.control {
         args.extend(["--watchdog".into(), CONTROL_WATCHDOG.into()]);
     }
@@ -222,7 +254,10 @@ fn run_one(s: &Scenario, seed: u64, row: &mut Row) -> Result<bool, String> {
     let Some(problem) = problem else {
         return Ok(true);
     };
-    println!("{} {} seed {seed}: {problem}", s.krate, s.name);
+    println!(
+        "{} {} ({}) seed {seed}: {problem}",
+        s.krate, s.name, s.method
+    );
     if let Some(line) = line {
         println!("  {line}");
     }
@@ -246,6 +281,9 @@ fn table(rows: &[(&Scenario, Row)]) -> String {
     let mut lines = vec![header];
     for (s, row) in rows {
         let mut name = format!("{} {}", s.krate.trim_start_matches("demo-"), s.name);
+        if s.method != "fork" {
+            name += &format!(" ({})", s.method);
+        }
         if s.control {
             name += " (control: must hang)";
         }

@@ -31,8 +31,14 @@ pub fn python_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Runs the Python and the Rust of each demo, shows them, and checks both. True when all pass.
-pub fn compare(names: &[String], env: &[(&str, &str)], show: bool) -> Result<bool, String> {
+/// Runs the Python and the Rust of each demo, both with the arguments `args` (say,
+/// `--start-method spawn`), shows them, and checks both. True when all pass.
+pub fn compare(
+    names: &[String],
+    args: &[&str],
+    env: &[(&str, &str)],
+    show: bool,
+) -> Result<bool, String> {
     if !python_available() {
         return Err("python3 is not on this machine; compare needs it (run-all does not)".into());
     }
@@ -55,12 +61,14 @@ pub fn compare(names: &[String], env: &[(&str, &str)], show: bool) -> Result<boo
         let mut python = Outcome::default();
         for script in &references {
             let mut command = Command::new("python3");
-            command.arg(script).envs(env.iter().copied());
+            command.arg(script).args(args).envs(env.iter().copied());
             let part = demos::run(command, LIMIT).map_err(|e| e.to_string())?;
             python.append(part);
         }
         let mut rust = Command::new(&bin);
-        rust.env("RUST_BACKTRACE", "0").envs(env.iter().copied());
+        rust.args(args)
+            .env("RUST_BACKTRACE", "0")
+            .envs(env.iter().copied());
         let rust = demos::run(rust, LIMIT).map_err(|e| e.to_string())?;
         let python_check = check(&expected, &python);
         let rust_check = check(&expected, &rust);
@@ -77,7 +85,7 @@ pub fn compare(names: &[String], env: &[(&str, &str)], show: bool) -> Result<boo
             rust.elapsed.as_secs_f64(),
         );
         if show {
-            println!("== {name}");
+            println!("== {name} {}", args.join(" "));
             let width = terminal_width();
             print!(
                 "{}",

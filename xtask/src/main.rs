@@ -27,7 +27,8 @@ Tasks:
   list                 the demos run-all finds
   compare SECTION      run the section's Python reference and its Rust demo, show their output
                        side by side, and check both against expected-output.txt (SECTION: a
-                       crate, demo-pool, or its short name, pool); compare --all: every section
+                       crate, demo-pool, or its short name, pool); compare --all: every section;
+                       compare pool --start-method spawn: both started with that flag
   bench [--quick]      measure each primitive, ours against Python and the OS limit, in one
                        run; print the table, write target/bench/results.json and chart.svg
   chaos [--quick]      kill processes with SIGKILL at random moments while they use the queue,
@@ -93,10 +94,30 @@ fn try_main() -> Result<ExitCode, String> {
         ["compare", "--all"] => Ok(ok(compare::compare(
             &demos::discover().map_err(|e| e.to_string())?,
             &[],
+            &[],
             true,
         )?)),
-        ["compare", section] if !section.starts_with('-') => {
-            Ok(ok(compare::compare(&[demo_name(section)?], &[], true)?))
+        ["compare", section] if !section.starts_with('-') => Ok(ok(compare::compare(
+            &[demo_name(section)?],
+            &[],
+            &[],
+            true,
+        )?)),
+        ["compare", section, "--start-method", method] if !section.starts_with('-') => {
+            // Only the sections whose demo and Python take the flag (the pool): another demo
+            // refuses it with exit code 2, and the comparison fails saying so.
+            if !["fork", "spawn", "forkserver"].contains(method) {
+                return Err(format!(
+                    "unknown start method {method:?} (fork, spawn or forkserver)"
+                ));
+            }
+            let args = ["--start-method", method];
+            Ok(ok(compare::compare(
+                &[demo_name(section)?],
+                &args,
+                &[],
+                true,
+            )?))
         }
         ["bench"] => Ok(ok(bench::bench(false)?)),
         ["bench", "--quick"] => Ok(ok(bench::bench(true)?)),
@@ -338,7 +359,17 @@ mod tests {
             return;
         }
         let names = demos::discover().unwrap();
-        assert!(compare::compare(&names, &[("DEMO_TIME_SCALE", "0.05")], false).unwrap());
+        let env = [("DEMO_TIME_SCALE", "0.05")];
+        assert!(compare::compare(&names, &[], &env, false).unwrap());
+        // The pool under each start method, Python's and ours.
+        for method in ["fork", "spawn", "forkserver"] {
+            let args = ["--start-method", method];
+            let pool = ["demo-pool".to_string()];
+            assert!(
+                compare::compare(&pool, &args, &env, false).unwrap(),
+                "{method}"
+            );
+        }
     }
 
     /// A folder of its own under the system's temporary folder, removed when dropped.

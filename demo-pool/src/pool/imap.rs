@@ -225,8 +225,8 @@ where
                 continue;
             };
             match outcome.and_then(|bytes| {
-                serde_json::from_slice::<Vec<R>>(&bytes)
-                    .map_err(|e| Error::Serde(format!("the result: {e}")))
+                postcard::from_bytes::<Vec<R>>(&bytes)
+                    .map_err(|e| Error::Serde(worker::uncodable("the result", e)))
             }) {
                 Ok(results) => self.ready.extend(results.into_iter().map(Ok)),
                 Err(e) => self.ready.extend(iter::repeat_n(e, n).map(Err)),

@@ -1,8 +1,10 @@
-//! The manager thread, one per pool. It forks every worker, the first ones and each
-//! replacement, because the parent-death signal fires when the *thread* that forked exits:
-//! the forking thread must live exactly as long as the pool. It reads every result, and
+//! The manager thread, one per pool. It starts every worker, the first ones and each
+//! replacement, by the pool's start method, because the parent-death signal fires when the
+//! *thread* that started a process exits: that thread must live exactly as long as the pool.
+//! (A forkserver worker is the server's child; it dies with the server, and the server with
+//! the program.) It reads every result, and
 //! watches each worker through a pidfd; when one dies it fails the task that worker was
-//! running, puts the tasks behind it back in the queue, and forks a replacement. At the end
+//! running, puts the tasks behind it back in the queue, and starts a replacement. At the end
 //! it stops, reaps and settles everything.
 
 use std::collections::VecDeque;
@@ -23,7 +25,9 @@ use nix::unistd::Pid;
 use super::state::{Shared, State, Status, Worker};
 use super::worker::Report;
 use super::{Error, lock, worker};
-use crate::process::{self, Process};
+use crate::forkserver;
+use crate::process::{self, Process, StartMethod};
+use crate::spawn::{self, Task};
 
 /// A worker as the manager watches it: results come in on `results`, its end on its
 /// process's sentinel (a pidfd).
@@ -42,6 +46,7 @@ pub(super) fn run(
     shared: &Shared,
     woken: UnixStream,
     n: usize,
+    method: StartMethod,
     start: &worker::Start,
     started: mpsc::Sender<io::Result<()>>,
 ) {
@@ -50,7 +55,7 @@ pub(super) fn run(
         let mut state = lock(&shared.state);
         (0..n).try_for_each(|_| {
             let inherited = pool_fds(shared, &woken, &state, &links);
-            let (worker, link) = start_worker(inherited, start)?;
+            let (worker, link) = start_worker(method, inherited, start)?;
             state.workers.push(worker);
             links.push(link);
             Ok(())
@@ -64,7 +69,7 @@ pub(super) fn run(
     let _ = started.send(Ok(()));
 
     let ended = panic::catch_unwind(AssertUnwindSafe(|| {
-        manage(shared, &woken, &mut links, start)
+        manage(shared, &woken, method, &mut links, start)
     }));
     let mut state = lock(&shared.state);
     let broken = match ended {
@@ -90,6 +95,7 @@ pub(super) fn run(
 fn manage(
     shared: &Shared,
     woken: &UnixStream,
+    method: StartMethod,
     links: &mut Vec<Link>,
     start: &worker::Start,
 ) -> io::Result<()> {
@@ -137,7 +143,7 @@ fn manage(
             }
             if state.status == Status::Running || !state.pending.is_empty() {
                 let inherited = pool_fds(shared, woken, &state, links);
-                match start_worker(inherited, start) {
+                match start_worker(method, inherited, start) {
                     Ok((worker, link)) => {
                         state.workers[i] = worker;
                         links[i] = link;
@@ -279,11 +285,13 @@ fn reap(process: &mut Process) -> String {
 
 /// Stops every worker: `kill` with SIGKILL, otherwise by ending its task stream, after which
 /// an idle worker exits by itself. Reaps them all and settles every unfinished task.
-fn shutdown(state: &mut State, links: Vec<Link>, kill_them: bool, reason: Error) {
+fn shutdown(state: &mut State, mut links: Vec<Link>, kill_them: bool, reason: Error) {
     let workers = std::mem::take(&mut state.workers);
-    for worker in &workers {
+    for (worker, link) in workers.iter().zip(&mut links) {
         if kill_them {
-            let _ = kill(worker.pid, Signal::SIGKILL);
+            // Through its pidfd: a forkserver worker is not our child, and its pid could
+            // name another process once the server has reaped it.
+            let _ = link.process.kill();
         } else {
             // `shutdown` reaches the worker even if another process holds a copy of this
             // socket, which closing it would not.
@@ -322,24 +330,47 @@ fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) 
     fds
 }
 
-/// Forks a worker. Runs on the manager thread only, which lives as long as the pool: the
-/// worker gets SIGKILL when the thread that forked it ends (`process.rs`).
-fn start_worker(mut inherited: Vec<RawFd>, start: &worker::Start) -> io::Result<(Worker, Link)> {
+/// Starts a worker by `method`. Runs on the manager thread only, which lives as long as the
+/// pool: a forked or spawned worker gets SIGKILL when the thread that started it ends
+/// (`process.rs`, `spawn.rs`), a forkserver worker when the server ends, which it does with
+/// the program (`forkserver.rs`).
+fn start_worker(
+    method: StartMethod,
+    mut inherited: Vec<RawFd>,
+    start: &worker::Start,
+) -> io::Result<(Worker, Link)> {
     let (ours, theirs) = UnixStream::pair()?;
     let tasks = ours.try_clone()?;
     // Ask for a 256 KiB buffer; the kernel may give less. Queued tasks may use a quarter.
     let _ = setsockopt(&ours, sockopt::SndBuf, &(256 << 10));
     let budget = getsockopt(&ours, sockopt::SndBuf)? / 4;
     inherited.extend([ours.as_raw_fd(), tasks.as_raw_fd()]);
-    let base = Instant::now();
-    // The child has only this thread. Locks that other threads held at the fork stay locked
-    // in it: the pool's state is one, and the worker never touches it (stdout and stderr are
-    // held across the fork, so a task can print). A task that waits on a lock another thread
-    // of the parent held at the fork waits for ever (see the README).
+    let (base, base_ns) = (Instant::now(), worker::monotonic_ns());
     let (ready, left, start) = (start.init.is_none(), start.max_tasks, start.clone());
-    let mut process = Process::launch("ForkPoolWorker", move || {
-        process::forked(move || worker::run(&theirs, &inherited, base, &start))
-    });
+    let mut process = match method {
+        // The child has only this thread. Locks that other threads held at the fork stay
+        // locked in it: the pool's state is one, and the worker never touches it (stdout and
+        // stderr are held across the fork, so a task can print). A task that waits on a lock
+        // another thread of the parent held at the fork waits for ever (see the README).
+        StartMethod::Fork => Process::launch("ForkPoolWorker", move || {
+            process::forked(move || worker::run(&theirs, &inherited, base_ns, &start))
+        }),
+        // A new image of this file: it holds only what it is given, its end of the socket.
+        StartMethod::Spawn | StartMethod::Forkserver => {
+            let boot = worker::Boot {
+                sock: theirs,
+                base: base_ns,
+                start,
+            };
+            let task = Task::new(worker::spawned, &boot)?;
+            drop(boot);
+            if method == StartMethod::Spawn {
+                Process::launch("SpawnPoolWorker", move || spawn::spawn(&task))
+            } else {
+                Process::launch("ForkServerPoolWorker", move || forkserver::start(&task))
+            }
+        }
+    };
     process.start()?;
     let pid = Pid::from_raw(process.pid().expect("started"));
     let worker = Worker {

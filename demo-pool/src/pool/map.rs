@@ -78,7 +78,7 @@ impl Pool {
             slot: Arc::clone(&slot),
         });
         if frames.is_empty() {
-            slot.settle(Ok(b"[]".to_vec()));
+            slot.settle(join_lists(&[]));
         }
         for (i, frame) in frames.into_iter().enumerate() {
             let forward = Forward::Gather(Arc::clone(&gather), i);
@@ -110,31 +110,49 @@ impl Gather {
                 if parts.1 == 0 {
                     let joined = join_lists(&parts.0);
                     drop(parts);
-                    self.slot.settle(Ok(joined));
+                    self.slot.settle(joined);
                 }
             }
         }
     }
 }
 
-/// One JSON list made of several: `[1,2]` and `[3]` make `[1,2,3]`. This knows how the wire
-/// encodes a list; another encoding of values needs its own way to join them.
-fn join_lists(parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut joined = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 2);
-    joined.push(b'[');
+/// One encoded list made of several. A list crosses as postcard: its length (a varint),
+/// then its items; so the joined list is the sum of the lengths, then every part's items.
+fn join_lists(parts: &[Vec<u8>]) -> Result<Vec<u8>, Error> {
+    let mut total = 0u64;
+    let mut items = Vec::with_capacity(parts.len());
     for part in parts {
-        let inner = part
-            .get(1..part.len().saturating_sub(1))
-            .unwrap_or_default();
-        if !inner.is_empty() {
-            if joined.len() > 1 {
-                joined.push(b',');
-            }
-            joined.extend_from_slice(inner);
+        let (len, used) =
+            varint(part).ok_or_else(|| Error::Serde("a part of the result".into()))?;
+        total += len;
+        items.push(&part[used..]);
+    }
+    let mut joined = Vec::with_capacity(items.iter().map(|i| i.len()).sum::<usize>() + 10);
+    loop {
+        let byte = (total & 0x7f) as u8;
+        total >>= 7;
+        if total == 0 {
+            joined.push(byte);
+            break;
+        }
+        joined.push(byte | 0x80);
+    }
+    items.iter().for_each(|i| joined.extend_from_slice(i));
+    Ok(joined)
+}
+
+/// A varint at the start of `bytes` (7 bits a byte, low first, the top bit set on all but the
+/// last), and how many bytes it takes.
+fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
         }
     }
-    joined.push(b']');
-    joined
+    None
 }
 
 fn call_star_chunk<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
@@ -143,10 +161,11 @@ fn call_star_chunk<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     // SAFETY: as in `call_one`: `starmap_async::<A, B, R>` sent this function with a
-    // `fn(A, B) -> R`, and this worker is a fork of the program that took its address.
+    // `fn(A, B) -> R`, and `serve` found both in this image as `call_one` says.
     let task = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(task) };
     let items: Vec<(A, B)> =
-        serde_json::from_slice(args).map_err(|e| format!("the arguments: {e}"))?;
+        postcard::from_bytes(args).map_err(|e| worker::uncodable("the arguments", e))?;
     let results: Vec<R> = items.into_iter().map(|(a, b)| task(a, b)).collect();
-    serde_json::to_writer(out, &results).map_err(|e| format!("the result: {e}"))
+    postcard::to_io(&results, out).map_err(|e| worker::uncodable("the result", e))?;
+    Ok(())
 }

@@ -8,6 +8,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Pool, worker};
+use crate::StartMethod;
+
+impl Pool {
+    /// Python's `Pool(processes, initializer, initargs, maxtasksperchild, context)`, and a
+    /// deadline for every task: set what you need, then `build()`.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
 
 /// How to start a [`Pool`]: `Pool::builder().processes(4).initializer(f, args).build()`.
 /// What is not set is as in `Pool::new`: one worker per CPU, no initializer, workers that
@@ -15,6 +24,7 @@ use super::{Pool, worker};
 #[derive(Default)]
 pub struct Builder {
     processes: Option<usize>,
+    method: Option<StartMethod>,
     start: worker::Start,
     deadline: Option<Duration>,
     /// Why `build()` must fail: arguments that could not be encoded.
@@ -25,6 +35,13 @@ impl Builder {
     /// Python's `processes`: how many workers.
     pub fn processes(mut self, n: usize) -> Builder {
         self.processes = Some(n);
+        self
+    }
+
+    /// Python's `context=get_context(method)`: how the workers start (see
+    /// [`Pool::with_start_method`]); fork if not set.
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = Some(method);
         self
     }
 
@@ -80,6 +97,7 @@ impl Builder {
         if self.start.max_tasks == Some(0) {
             return invalid("maxtasksperchild must be at least 1".into());
         }
-        Pool::start(self.processes, self.start, self.deadline)
+        let method = self.method.unwrap_or(Pool::DEFAULT_START_METHOD);
+        Pool::start(self.processes, method, self.start, self.deadline)
     }
 }

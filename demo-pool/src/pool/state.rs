@@ -6,11 +6,11 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::{Outcome, Ran, Slot};
@@ -57,13 +57,14 @@ pub(super) struct Worker {
     pub(super) quick: bool,
     /// When its last result came, or when it was given a task while it had none.
     pub(super) since: Instant,
-    /// A write to it failed: it is being killed and gets nothing more.
+    /// A write to it failed: its task stream is shut down and it gets nothing more.
     pub(super) gone: bool,
     /// What its unfinished tasks take in its socket's buffer, at most.
     pub(super) sent_bytes: usize,
     /// How much of that buffer tasks beyond the first may take.
     pub(super) budget: usize,
-    /// The moment just before its fork: the worker sends its tasks' times as offsets from it.
+    /// The moment just before it started: the worker sends its tasks' times as offsets from
+    /// it, read on the monotonic clock (the clock of `Instant`, the same in every process).
     pub(super) base: Instant,
     /// Whether it has run its initializer (always, without one): until then it starts no
     /// task, and its oldest task's deadline does not run.
@@ -196,7 +197,10 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
         worker.since = Instant::now();
     }
     // Only the tasks the worker received whole can have started; the others go back to the
-    // queue. A worker that cannot be written to is killed, and the manager replaces it.
+    // queue. A worker that cannot be written to has its task stream shut down: it answers the
+    // tasks it has, leaves when it reads the end (or has died already), and the manager
+    // replaces it. Shut down, not killed by pid: a forkserver worker is the server's child,
+    // and the server may have reaped it.
     let mut end = 0;
     let mut unsent = Vec::new();
     for job in jobs {
@@ -213,7 +217,7 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
     }
     if failed {
         worker.gone = true;
-        let _ = kill(worker.pid, Signal::SIGKILL);
+        let _ = worker.tasks.shutdown(Shutdown::Write);
     }
     for job in unsent.into_iter().rev() {
         pending.push_front(job);

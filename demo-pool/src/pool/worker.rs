@@ -1,30 +1,37 @@
 //! A worker, and the wire between it and the pool: one frame per task, one per result, on
 //! each worker's socketpair.
 //!
-//! A worker is a fork of the program (see `manager.rs`), so it holds the same code at the
-//! same addresses: a task frame carries the address of the task, a `fn(A) -> R`, and of the
-//! `Call` made for exactly that `A` and `R` (`call_one::<A, R>`), which decodes the JSON
-//! arguments, calls the task and encodes its result.
+//! A worker is a fork of the program, or another image of the same executable file started by
+//! spawn or by the forkserver (see `manager.rs`). A function's address means nothing in
+//! another image (another ASLR base), but its distance from a fixed function of the same file,
+//! `anchor`, is the same in every image of it. So a task frame carries two such offsets: of the
+//! task, a `fn(A) -> R`, and of the `Call` made for exactly that `A` and `R`
+//! (`call_one::<A, R>`), which decodes the arguments (postcard), calls the task and encodes
+//! its result. A spawned or forkserver worker reaches `spawned` only through the bootstrap of
+//! `spawn.rs`, which first checks that it runs the very file the pool runs.
 
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde::Serialize;
+use nix::time::{ClockId, clock_gettime};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::{Error, Outcome};
 use crate::panic_message::message;
+use crate::process;
 
 /// What a worker calls: decodes the arguments, calls the task, appends the encoded result.
 pub(super) type Call = fn(usize, &[u8], &mut Vec<u8>) -> Result<(), String>;
 
-/// A task frame: length of the rest (u32), the `Call` (u64), the task (u64), JSON arguments.
+/// A task frame: length of the rest (u32), the offsets of the `Call` and of the task from
+/// `anchor` (u64 each), the arguments (postcard).
 const TASK_HEADER: usize = 4 + 8 + 8;
 /// A result frame: length of the rest (u32), kind (u8), when the task started and ended in
-/// nanoseconds after the worker's base instant (u64 each), JSON result or a message.
+/// nanoseconds after the pool's base moment (u64 each), the result (postcard) or a message.
 const RESULT_HEADER: usize = 4 + 1 + 8 + 8;
 const RETURNED: u8 = 0;
 const PANICKED: u8 = 1;
@@ -35,7 +42,7 @@ const READY: u8 = 3;
 const INIT_FAILED: u8 = 4;
 
 /// How each worker starts and when it leaves, the same for every worker of a pool.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub(super) struct Start {
     /// A task frame the worker runs once before its first task (Python's `initializer`).
     pub(super) init: Option<Vec<u8>>,
@@ -53,16 +60,28 @@ pub(super) enum Report {
     InitFailed(String),
 }
 
+/// The fixed point of this file that the offsets of tasks are measured from.
+#[inline(never)]
+fn anchor() {}
+
+fn offset_of(address: usize) -> u64 {
+    address.wrapping_sub(anchor as fn() as usize) as u64
+}
+
+/// The address `offset` bytes from `anchor` in this image.
+fn address_at(offset: u64) -> usize {
+    (anchor as fn() as usize).wrapping_add(offset as usize)
+}
+
 pub(super) fn task_frame<A: Serialize + ?Sized>(
     call: Call,
     task: usize,
     args: &A,
 ) -> Result<Vec<u8>, Error> {
     let mut frame = vec![0; TASK_HEADER];
-    frame[4..12].copy_from_slice(&(call as usize as u64).to_le_bytes());
-    frame[12..20].copy_from_slice(&(task as u64).to_le_bytes());
-    serde_json::to_writer(&mut frame, args)
-        .map_err(|e| Error::Serde(format!("the arguments: {e}")))?;
+    frame[4..12].copy_from_slice(&offset_of(call as usize).to_le_bytes());
+    frame[12..20].copy_from_slice(&offset_of(task).to_le_bytes());
+    postcard::to_io(args, &mut frame).map_err(|e| Error::Serde(uncodable("the arguments", e)))?;
     let len =
         u32::try_from(frame.len() - 4).map_err(|_| Error::Serde("arguments over 4 GiB".into()))?;
     frame[..4].copy_from_slice(&len.to_le_bytes());
@@ -74,12 +93,14 @@ pub(super) fn call_one<A: DeserializeOwned, R: Serialize>(
     args: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
-    // SAFETY: `task` is the address of a `fn(A) -> R` that `apply_async::<A, R>` sent together
-    // with this very function, `call_one::<A, R>`. This worker is a fork of the program that
-    // took the address, so the same function is at that address here.
+    // SAFETY: `task` is the address, in this image, of a `fn(A) -> R` that `apply_async::<A, R>`
+    // sent together with this very function, `call_one::<A, R>`: `serve` found both at the
+    // offsets the pool took from `anchor` in an image of this same file (see `serve`).
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
-    let args = serde_json::from_slice(args).map_err(|e| format!("the arguments: {e}"))?;
-    serde_json::to_writer(out, &task(args)).map_err(|e| format!("the result: {e}"))
+    let args = postcard::from_bytes(args).map_err(|e| uncodable("the arguments", e))?;
+    let result = task(args);
+    postcard::to_io(&result, out).map_err(|e| uncodable("the result", e))?;
+    Ok(())
 }
 
 pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
@@ -89,13 +110,22 @@ pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
 ) -> Result<(), String> {
     // SAFETY: as in `call_one`: `map::<A, R>` sent this function with a `fn(A) -> R`.
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
-    let items: Vec<A> = serde_json::from_slice(args).map_err(|e| format!("the arguments: {e}"))?;
+    let items: Vec<A> = postcard::from_bytes(args).map_err(|e| uncodable("the arguments", e))?;
     let results: Vec<R> = items.into_iter().map(task).collect();
-    serde_json::to_writer(out, &results).map_err(|e| format!("the result: {e}"))
+    postcard::to_io(&results, out).map_err(|e| uncodable("the result", e))?;
+    Ok(())
+}
+
+/// Why `what` (the arguments, the result) could not cross, in one sentence.
+pub(super) fn uncodable(what: &str, e: postcard::Error) -> String {
+    format!(
+        "{what} with postcard ({e}); postcard carries serde types whose shape the type says \
+         (not untagged enums, flatten or serde_json::Value)"
+    )
 }
 
 /// What a result frame (without its length) reports: for a task, its outcome and when it
-/// started and ended, after the worker's base instant; `None` for a frame too short to be one.
+/// started and ended, after the pool's base moment; `None` for a frame too short to be one.
 pub(super) fn result_of(frame: &[u8]) -> Option<Report> {
     if frame.len() < RESULT_HEADER - 4 {
         return None;
@@ -119,17 +149,44 @@ pub(super) fn result_of(frame: &[u8]) -> Option<Report> {
 
 // ---- In the worker ----
 
-/// A worker's life, in the forked child: it closes the pool's descriptors it inherited (it
-/// must hold no copy of another worker's socket or of the manager's), runs the initializer
-/// if there is one, then runs tasks from `sock` until the pool ends the stream or it has run
-/// its `max_tasks`. Returns the exit code.
-pub(super) fn run(sock: &UnixStream, inherited: &[RawFd], base: Instant, start: &Start) -> i32 {
+/// Now on the machine's monotonic clock (the clock of `Instant`, the same in every process),
+/// in nanoseconds.
+pub(super) fn monotonic_ns() -> u64 {
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| Duration::from(t).as_nanos() as u64)
+}
+
+/// A forked worker's life: it closes the pool's descriptors it inherited (it must hold no
+/// copy of another worker's socket or of the manager's), then begins (`begin`).
+pub(super) fn run(sock: &UnixStream, inherited: &[RawFd], base: u64, start: &Start) -> i32 {
     for &fd in inherited {
         // SAFETY: these descriptors belong to the parent's side of the pool. Their owners
         // live in memory this process copied and never uses again: it never returns into
         // the parent's code and ends with `_exit`, so nothing closes them a second time.
         unsafe { libc::close(fd) };
     }
+    begin(sock, base, start)
+}
+
+/// What a spawned or forkserver worker is given: its end of the socketpair, the pool's base
+/// moment on the monotonic clock, and how it starts and when it leaves.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Boot {
+    #[serde(with = "crate::fds")]
+    pub(super) sock: UnixStream,
+    pub(super) base: u64,
+    pub(super) start: Start,
+}
+
+/// A spawned or forkserver worker's life, the target of its bootstrap. It inherited nothing
+/// but stdio: the bootstrap closed every other descriptor.
+pub(super) fn spawned(boot: Boot) {
+    process::exit_now(begin(&boot.sock, boot.base, &boot.start))
+}
+
+/// A worker's life once it holds only its own socket: it runs the initializer if there is
+/// one, then runs tasks from `sock` until the pool ends the stream or it has run its
+/// `max_tasks`. Returns the exit code.
+fn begin(sock: &UnixStream, base: u64, start: &Start) -> i32 {
     if let Some(init) = &start.init {
         // Reseeded first: an initializer may draw random numbers too.
         let _ = rand::rng().reseed();
@@ -161,16 +218,18 @@ pub(super) fn run(sock: &UnixStream, inherited: &[RawFd], base: Instant, start: 
 /// A whole task frame's `Call`, task and arguments.
 fn parse(frame: &[u8]) -> Result<(Call, usize, &[u8]), String> {
     let header = frame.get(..TASK_HEADER).ok_or("a short frame")?;
-    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap()) as usize;
-    // SAFETY: the pool made this frame with `task_frame` from the address of a `Call` taken
-    // in the program this process is a fork of, where it is the same function.
-    let call = unsafe { std::mem::transmute::<usize, Call>(word(4)) };
-    Ok((call, word(12), &frame[TASK_HEADER..]))
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
+    // SAFETY: the pool made this frame with `task_frame` from the offset from `anchor` of a
+    // `Call`, taken in an image of this same executable file, as `serve` reads them (see
+    // there): the same file has the same code at the same distance from `anchor`.
+    let call = unsafe { std::mem::transmute::<usize, Call>(address_at(word(4))) };
+    Ok((call, address_at(word(12)), &frame[TASK_HEADER..]))
 }
 
 /// Runs tasks until the pool ends the task stream: 0, or 1 if the stream broke; or until it
-/// has run `max_tasks`: 0. Each result says when its task started and ended, after `base`.
-fn serve(sock: &UnixStream, base: Instant, max_tasks: usize) -> i32 {
+/// has run `max_tasks`: 0. Each result says when its task started and ended, in nanoseconds
+/// after `base` (`monotonic_ns`).
+fn serve(sock: &UnixStream, base: u64, max_tasks: usize) -> i32 {
     let mut reader = BufReader::with_capacity(64 * 1024, sock);
     let mut args = Vec::new();
     let mut out = Vec::new();
@@ -182,9 +241,9 @@ fn serve(sock: &UnixStream, base: Instant, max_tasks: usize) -> i32 {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return 0,
             Err(_) => return 1,
         }
-        let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap()) as usize;
+        let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
         let len = u32::from_le_bytes(header[..4].try_into().unwrap()) as usize;
-        let (call, task) = (word(4), word(12));
+        let (call, task) = (address_at(word(4)), address_at(word(12)));
         let Some(args_len) = len.checked_sub(TASK_HEADER - 4) else {
             return 1;
         };
@@ -192,8 +251,12 @@ fn serve(sock: &UnixStream, base: Instant, max_tasks: usize) -> i32 {
         if reader.read_exact(&mut args).is_err() {
             return 1;
         }
-        // SAFETY: only the pool writes to this socket, and it writes the address of a `Call`
-        // taken in the program this process is a fork of, where it is the same function.
+        // SAFETY: only the pool writes to this socket, and it writes the offset from `anchor`
+        // of a `Call`, taken in an image of this same executable file: this worker is a fork
+        // of the pool's process, or was started from /proc/self/exe by spawn or by the
+        // forkserver, whose bootstrap checked that this image runs the file the pool runs
+        // (`spawn::receive`) before it called `spawned`. The same file has the same code at
+        // the same distance from `anchor`, so `call` is that `Call` here.
         let call = unsafe { std::mem::transmute::<usize, Call>(call) };
         if !reseeded {
             // A forked random generator repeats the parent's numbers in every worker: reseed
@@ -205,7 +268,7 @@ fn serve(sock: &UnixStream, base: Instant, max_tasks: usize) -> i32 {
         }
         out.clear();
         out.resize(RESULT_HEADER, 0);
-        let start = base.elapsed();
+        let start = monotonic_ns().saturating_sub(base);
         let kind = match panic::catch_unwind(AssertUnwindSafe(|| call(task, &args, &mut out))) {
             Ok(Ok(())) => RETURNED,
             Ok(Err(why)) => {
@@ -227,15 +290,11 @@ fn serve(sock: &UnixStream, base: Instant, max_tasks: usize) -> i32 {
                 (UNCODABLE, (out.len() - 4) as u32)
             }
         };
-        let nanos = |d: Duration| {
-            u64::try_from(d.as_nanos())
-                .unwrap_or(u64::MAX)
-                .to_le_bytes()
-        };
+        let end = monotonic_ns().saturating_sub(base);
         out[..4].copy_from_slice(&len.to_le_bytes());
         out[4] = kind;
-        out[5..13].copy_from_slice(&nanos(start));
-        out[13..21].copy_from_slice(&nanos(base.elapsed()));
+        out[5..13].copy_from_slice(&start.to_le_bytes());
+        out[13..21].copy_from_slice(&end.to_le_bytes());
         if (&*sock).write_all(&out).is_err() {
             return 1;
         }
