@@ -1,6 +1,8 @@
 //! Measures the pool against Python's `multiprocessing.Pool` (see `python/bench.py`):
-//! tiny tasks through `apply_async` + `get`, items through `map`, and `Pool(4)` create + close +
-//! join under each start method, each beside the bare cost of starting four processes that way.
+//! tiny tasks through `apply_async` + `get`, items through `map`, tiny items through
+//! `imap_unordered` one at a time (chunksize 1, Python's default), and `Pool(4)` create +
+//! close + join under each start method, each beside the bare cost of starting four processes
+//! that way.
 //!
 //! Its rows in the table of `cargo xtask bench`, in this order:
 //!
@@ -9,6 +11,7 @@
 //! | `pool.apply_async` | pool apply_async+get, tiny tasks |
 //! | `pool.apply` | pool apply round trip, one task at a time |
 //! | `pool.map` | pool map, tiny items |
+//! | `pool.imap_unordered` | pool imap_unordered, tiny items, chunksize 1 |
 //! | `pool.create_join` | Pool(4) create+close+join, fork |
 //! | `pool.create_join.spawn` | Pool(4) create+close+join, spawn |
 //! | `pool.create_join.forkserver` | Pool(4) create+close+join, forkserver |
@@ -124,6 +127,13 @@ fn main() {
         items as f64 / start.elapsed().as_secs_f64()
     });
     report("pool.map", "ours", rate, "items/s");
+    let rate = median(repeats, || {
+        let start = Instant::now();
+        let results = pool.imap_unordered(noop, 0..tasks, 1).unwrap();
+        assert_eq!(results.filter(Result::is_ok).count(), tasks as usize);
+        tasks as f64 / start.elapsed().as_secs_f64()
+    });
+    report("pool.imap_unordered", "ours", rate, "items/s");
     drop(pool);
 
     let ms = median(repeats * 3, || {

@@ -1,13 +1,18 @@
 //! Fault injection for the process pool: workers killed with SIGKILL at random moments while
-//! tasks go through `apply_async` (`apply-async-killed`) or `map` (`map-killed`).
+//! tasks go through `apply_async` (`apply-async-killed`) or `map` (`map-killed`); the same
+//! with `maxtasksperchild(MAX_TASKS_PER_CHILD)`, so that workers also leave and are replaced
+//! by themselves (`apply-async-killed-maxtasks`, `map-killed-maxtasks`); and with a deadline
+//! for every task, which some tasks run past, so that the pool kills workers too
+//! (`apply-async-killed-deadline`).
 //!
 //! One run: `Pool(4)`, its workers started by `--start-method` (fork, spawn or forkserver),
 //! runs batches of small tasks while a thread of this process kills a random worker at random
 //! moments, for 0.2 s; then one more batch runs without kills, and the pool is closed and
 //! joined. Each task appends its number to a log file that every worker reaches by name,
 //! whatever its start method (a spawned worker inherits no memory of ours). Checked: every
-//! result is `Ok` with the right value or `Err(WorkerDied)`; no task runs twice; an `Ok` comes
-//! from a task that ran; every `get` and `map` returns (a watchdog ends a run that hangs).
+//! result is `Ok` with the right value, `Err(WorkerDied)`, or (with a deadline)
+//! `Err(TimedOut)`; no task runs twice; an `Ok` comes from a task that ran; every `get` and
+//! `map` returns (a watchdog ends a run that hangs).
 //!
 //! Prints one line, `chaos scenario=… result=ok|broken|hang kills=… lost=… …`.
 //!
@@ -29,7 +34,21 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{Board, Options, Rng, Tally};
 
-const SCENARIOS: [&str; 2] = ["apply-async-killed", "map-killed"];
+const SCENARIOS: [&str; 5] = [
+    "apply-async-killed",
+    "map-killed",
+    "apply-async-killed-maxtasks",
+    "map-killed-maxtasks",
+    "apply-async-killed-deadline",
+];
+
+/// In the `-maxtasks` scenarios, a worker leaves after this many tasks (chunks, in `map`).
+const MAX_TASKS_PER_CHILD: usize = 7;
+/// In `apply-async-killed-deadline`, every task's deadline; one task in `LONG_EVERY` works
+/// `LONG`, far past it.
+const DEADLINE: Duration = Duration::from_millis(20);
+const LONG_EVERY: u64 = 25;
+const LONG: Duration = Duration::from_millis(200);
 
 const WORKERS: usize = 4;
 /// How long workers are killed before the last batch.
@@ -50,6 +69,16 @@ fn task((log, i): (String, u64)) -> u64 {
     file.write_all(&i.to_le_bytes()).unwrap();
     support::spin(Duration::from_micros(i % 50));
     2 * i + 1
+}
+
+/// `task`, and then, for one task in `LONG_EVERY`, work `LONG`, far past the deadline of
+/// `apply-async-killed-deadline`.
+fn task_or_long((log, i): (String, u64)) -> u64 {
+    let result = task((log, i));
+    if i % LONG_EVERY == LONG_EVERY - 1 {
+        support::spin(LONG);
+    }
+    result
 }
 
 fn main() {
@@ -160,14 +189,23 @@ fn run(opts: &Options, method: StartMethod) -> Result<i32, String> {
     let roles = (0..WORKERS).map(|_| "worker (last seen)".into()).collect();
     let state = || "the pool's workers, as last seen:".to_string();
     let watchdog = support::watch(opts, &board, roles, state, started);
-    let mut pool = Pool::with_start_method(WORKERS, method).map_err(|e| e.to_string())?;
+    let mut builder = Pool::builder().processes(WORKERS).start_method(method);
+    if opts.scenario.ends_with("-maxtasks") {
+        builder = builder.maxtasksperchild(MAX_TASKS_PER_CHILD);
+    }
+    let long = opts.scenario.ends_with("-deadline");
+    if long {
+        builder = builder.task_deadline(DEADLINE);
+    }
+    let mut pool = builder.build().map_err(|e| e.to_string())?;
     let mut rng = Rng::new(opts.seed);
     let mut results = Results {
         log: log_name,
         board: Some(board.clone()),
+        long,
         ..Results::default()
     };
-    let map = opts.scenario == "map-killed";
+    let map = opts.scenario.starts_with("map-killed");
     let mut next = 0;
     thread::scope(|s| {
         let (pool, board) = (&pool, &board);
@@ -227,9 +265,10 @@ fn run(opts: &Options, method: StartMethod) -> Result<i32, String> {
 fn report_died(results: &Results, tally: &Tally) {
     if tally.broken() {
         eprintln!(
-            "chaos_pool: {} results Ok, {} WorkerDied",
+            "chaos_pool: {} results Ok, {} WorkerDied, {} TimedOut",
             results.ok.iter().filter(|ok| **ok).count(),
-            results.died
+            results.died,
+            results.timed_out
         );
     }
 }
@@ -243,6 +282,9 @@ struct Results {
     /// Per task: whether its result was `Ok`.
     ok: Vec<bool>,
     died: u64,
+    timed_out: u64,
+    /// Whether some tasks run past their deadline (`task_or_long`).
+    long: bool,
     lost: u64,
     corrupted: u64,
 }
@@ -251,6 +293,7 @@ impl Results {
     /// Runs tasks `next..next + BATCH` through `apply_async` + `get`, or through `map`, and
     /// checks each result.
     fn batch(&mut self, pool: &Pool, next: &mut u64, map: bool, rng: &mut Rng) {
+        let task = if self.long { task_or_long } else { task };
         let ids: Vec<u64> = (*next..*next + BATCH).collect();
         *next += BATCH;
         self.ok.resize(*next as usize, false);
@@ -293,6 +336,7 @@ impl Results {
                 self.corrupted += 1;
             }
             Err(Error::WorkerDied { .. }) => self.died += 1,
+            Err(Error::TimedOut { .. }) => self.timed_out += 1,
             Err(e) => {
                 eprintln!("chaos_pool: task {i}: {e}");
                 self.lost += 1;

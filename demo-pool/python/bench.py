@@ -85,6 +85,13 @@ def main():
 
         report("pool.map", median(repeats, map_items), "items/s")
 
+        def imap_unordered():
+            start = time.perf_counter()
+            assert sum(1 for _ in pool.imap_unordered(noop, range(tasks))) == tasks
+            return tasks / (time.perf_counter() - start)
+
+        report("pool.imap_unordered", median(repeats, imap_unordered), "items/s")
+
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
-"""进程池 (the process pool): the note's Pool example, then map, a task that raises, a worker
-killed in the middle of a task, terminate.
+"""进程池 (the process pool): the note's Pool example, then map, imap, starmap, a task that
+raises, a worker killed in the middle of a task, a task that never ends, terminate.
 
 Prints the same lines as `cargo run -p demo-pool`. DEMO_TIME_SCALE multiplies every sleep.
 --start-method fork|spawn|forkserver starts the workers that way (get_context(method)).
@@ -82,6 +82,32 @@ def wait_to_be_killed(parent):
     threading.Event().wait()  # Until SIGKILL.
 
 
+def never_ends(parent):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as tell:
+        tell.sendto(str(os.getpid()).encode(), parent)
+    threading.Event().wait()  # For ever: nothing in Python's pool stops it.
+
+
+def past_its_deadline(pool):
+    """Python's pool has no deadline for a task. get(timeout) gives up waiting, but the task
+    runs on, and its worker stays busy with it for ever (until terminate())."""
+    timeout = 0.5 * SCALE
+    say(f"a task that never ends, with apply_async(..).get(timeout={timeout}), beside 5 others")
+    name = f"\0demo-pool-late-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as started:
+        started.bind(name)
+        started.settimeout(30)
+        late = pool.apply_async(never_ends, (name,))
+        others = [pool.apply_async(square, (x,)) for x in range(5)]
+        pid = int(started.recv(16))
+    try:
+        late.get(timeout=timeout)
+    except multiprocessing.TimeoutError:
+        say(f"get(timeout={timeout}) of the task past its deadline: TimeoutError, and the task runs on")
+    say(f"its worker: pid {pid} busy with it for ever")
+    say(f"the other tasks completed: {[r.get(timeout=30) for r in others]}")
+
+
 def kill_a_worker(pool, failed):
     """A worker killed in the middle of a task. Python's pool replaces the worker and runs the
     other tasks, but it never settles the killed task's result: its get() would wait for ever
@@ -129,6 +155,9 @@ def main():
     say("the rest of Pool, on Pool(2):")
     pool = ctx.Pool(2)
     say(f"map(square, range(10)) = {pool.map(square, range(10))}")
+    # imap takes the whole input at once, in a thread of the pool, and gives results as they come.
+    say(f"list(imap(square, range(10), chunksize=3)) = {list(pool.imap(square, range(10), chunksize=3))}")
+    say(f"starmap(pow, [(2, 10), (3, 2), (10, 3)]) = {pool.starmap(pow, [(2, 10), (3, 2), (10, 3)])}")
     try:
         pool.apply_async(crash, (None,)).get()
         failed.append("crash should have raised")
@@ -136,6 +165,7 @@ def main():
         say(f"apply_async(crash).get() failed: {e}")
     say(f"apply(square, 7) = {pool.apply(square, (7,))}, the pool goes on")
     kill_a_worker(pool, failed)
+    past_its_deadline(pool)
 
     # Unlike the Rust pool, these results are never settled: their get() would wait for ever.
     sleepers = [pool.apply_async(time.sleep, (60 * SCALE,)) for _ in range(2)]

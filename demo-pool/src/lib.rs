@@ -1,6 +1,7 @@
 //! Python's `multiprocessing.Pool` in Rust: a [`Pool`] of worker processes, started once and
-//! fed tasks, with `apply_async`, `apply`, `map`, `close`, `join` and `terminate`, and an
-//! [`AsyncResult`] for each task.
+//! fed tasks, with `apply_async`, `apply`, `map`, `map_async`, `starmap`, `imap`,
+//! `imap_unordered` ([`IMap`]), `close`, `join` and `terminate`, an [`AsyncResult`] for each
+//! task, and Python's `initializer` and `maxtasksperchild` through [`Pool::builder`].
 //!
 //! A task is a plain `fn(A) -> R` whose argument and result are serde values. The workers
 //! start by fork (the default), spawn or forkserver ([`Pool::with_start_method`], Python's
@@ -17,7 +18,12 @@
 //! - no worker outlives the pool: `terminate()` and dropping the pool kill and reap them,
 //!   and every worker gets SIGKILL when the pool ends, however the program ends;
 //! - every result is settled when the pool ends, so a `get()` never waits on a pool that is
-//!   gone.
+//!   gone;
+//! - a task may have a deadline ([`Pool::apply_async_timeout`]): past it, its worker is
+//!   killed and replaced and the task fails with [`Error::TimedOut`]; no other task is
+//!   touched;
+//! - an initializer that panics stops the pool with [`Error::Broken`] naming it, instead of
+//!   a pool that forks new workers for ever.
 //!
 //! Linux only (pidfd, `PR_SET_PDEATHSIG`, `/proc/self/exe`); a build elsewhere stops with one
 //! error that says so.
@@ -67,6 +73,59 @@ mod spawn;
 /// ```
 #[cfg(target_os = "linux")]
 pub use pool::AsyncResult;
+/// # Example
+///
+/// An initializer, workers that leave after 100 tasks, and a deadline for every task:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use demo_pool::{Error, Pool};
+///
+/// fn open(url: String) {
+///     // Opens a connection, say, once in each worker.
+///     assert!(url.starts_with("db://"));
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = Pool::builder()
+///     .processes(2)
+///     .initializer(open, "db://localhost".to_string())
+///     .maxtasksperchild(100)
+///     .task_deadline(Duration::from_secs(60))
+///     .build()?;
+/// assert_eq!(pool.starmap(u64::pow, [(2, 10), (3, 2)])?, [1024, 9]);
+/// let late = pool.apply_async_timeout(
+///     |_: ()| std::thread::sleep(Duration::from_secs(60)),
+///     (),
+///     Duration::from_millis(10),
+/// )?;
+/// assert!(matches!(late.get(), Err(Error::TimedOut { .. })));
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(target_os = "linux")]
+pub use pool::Builder;
+/// # Example
+///
+/// Results as they come, from an input taken as the workers free up:
+///
+/// ```
+/// use demo_pool::Pool;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = Pool::new(2)?;
+/// let endless = 0u64..;
+/// let first: Vec<u64> = pool
+///     .imap(|x: u64| x * x, endless, 10)?
+///     .take(5)
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(first, [0, 1, 4, 9, 16]);
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(target_os = "linux")]
+pub use pool::IMap;
 /// # Example
 ///
 /// The note's `Pool(4)` with `apply_async`, `close` and `join`, then `map`, and a task that

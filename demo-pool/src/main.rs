@@ -44,9 +44,10 @@ const USAGE: &str = "\
 Usage: demo-pool [--help] [--start-method fork|spawn|forkserver] [--timeline FILE]
 
 Runs the note's ten tasks on Pool(4): each sleeps 1 to 4 s and says which worker ran it. Then
-tours map, a task that panics, a worker killed mid-task, and terminate(). Exits 1 if a task
-failed that should not have. --start-method: how the workers start (default fork), as
-Python's get_context(method). --timeline FILE also draws the ten tasks as an SVG.
+tours map, imap, starmap, a task that panics, a worker killed mid-task, a task past its
+deadline, and terminate(). Exits 1 if a task failed that should not have. --start-method: how
+the workers start (default fork), as Python's get_context(method). --timeline FILE also draws
+the ten tasks as an SVG.
 
 Environment: DEMO_TIME_SCALE multiplies every sleep (default 1).
 ";

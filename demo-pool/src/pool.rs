@@ -1,6 +1,8 @@
 //! A pool of worker processes with Python's `multiprocessing.Pool` API: `apply_async`,
-//! `apply`, `map`, `close`, `join`, `terminate`, and an `AsyncResult` with `get`,
-//! `get_timeout`, `ready` and `successful`, and `ran`: which worker ran the task, and when.
+//! `apply`, `map`, `map_async`, `starmap`, `starmap_async`, `imap`, `imap_unordered`,
+//! `close`, `join`, `terminate`; `initializer` and `maxtasksperchild` through
+//! `Pool::builder()`; and an `AsyncResult` with `get`, `get_timeout`, `ready` and
+//! `successful`, and `ran`: which worker ran the task, and when.
 //!
 //! How a task reaches a worker: every worker is an image of this same executable file, a fork
 //! of this process or, under spawn and forkserver, the file run again (whose bootstrap checks
@@ -19,7 +21,12 @@
 //!   every worker gets SIGKILL when the pool's manager thread ends, which it does when the
 //!   program ends, however it ends (Ctrl-C, SIGTERM, SIGKILL);
 //! - every result is settled when the pool ends, so a `get()` never waits on a pool that is
-//!   gone.
+//!   gone;
+//! - a task may have a deadline (`apply_async_timeout`, or `Builder::task_deadline` for
+//!   all): past it, its worker is killed and replaced and the task fails with
+//!   `Error::TimedOut`, without touching any other task;
+//! - an initializer that fails stops the pool with an error that says so, instead of
+//!   forking new workers for ever.
 //!
 //! The pool by role, a file each:
 //! - this file: the API, `Pool` and `AsyncResult`, and the slot a result is settled in;
@@ -31,11 +38,22 @@
 //!   watches each worker through a pidfd;
 //! - `worker.rs`: a worker, and the wire format of tasks and results. Each worker has one
 //!   socketpair and runs one task at a time, so the pool always knows which task a dead
-//!   worker was running.
+//!   worker was running;
+//! - `options.rs`: `Pool::builder()`, for the initializer, `maxtasksperchild` and a deadline;
+//! - `map.rs`: `map_async` and `starmap`, one result gathered from a list's chunks;
+//! - `imap.rs`: `imap` and `imap_unordered`, results as an iterator over a lazy input;
+//! - `deadline.rs`: `apply_async_timeout`, a task with a deadline.
 
+mod deadline;
+mod imap;
 mod manager;
+mod map;
+mod options;
 mod state;
 mod worker;
+
+pub use imap::IMap;
+pub use options::Builder;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -70,6 +88,15 @@ pub enum Error {
     },
     /// `get_timeout`: the result was not ready in time. The task goes on.
     Timeout,
+    /// The task ran past its deadline (`apply_async_timeout`, or the pool's
+    /// `Builder::task_deadline`): its worker was killed and replaced. Python's pool has no
+    /// such thing.
+    TimedOut {
+        /// The pid of the worker that was killed.
+        pid: i32,
+        /// The deadline the task ran past.
+        deadline: Duration,
+    },
     /// The pool was terminated before the task finished.
     Terminated,
     /// The pool could not go on, for example a replacement worker could not be started.
@@ -88,6 +115,11 @@ impl fmt::Display for Error {
                 write!(f, "the worker running the task (pid {pid}) died: {how}")
             }
             Error::Timeout => write!(f, "the result is not ready yet"),
+            Error::TimedOut { pid, deadline } => write!(
+                f,
+                "the task ran past its deadline of {} s: its worker (pid {pid}) was killed",
+                deadline.as_secs_f64()
+            ),
             Error::Terminated => write!(f, "the pool was terminated before the task finished"),
             Error::Broken(why) => write!(f, "the pool broke down: {why}"),
             Error::Serde(why) => write!(f, "could not encode or decode {why}"),
@@ -101,6 +133,8 @@ impl std::error::Error for Error {}
 pub struct Pool {
     shared: Arc<Shared>,
     manager: Option<JoinHandle<()>>,
+    /// The deadline of every task not given its own (`Builder::task_deadline`).
+    deadline: Option<Duration>,
     method: StartMethod,
 }
 
@@ -127,7 +161,12 @@ impl Pool {
     /// Python's `Pool(processes)`: starts the workers by the default start method,
     /// [`Pool::DEFAULT_START_METHOD`]. `None` means one per CPU.
     pub fn new(processes: impl Into<Option<usize>>) -> io::Result<Pool> {
-        Pool::with_start_method(processes, Pool::DEFAULT_START_METHOD)
+        Pool::start(
+            processes.into(),
+            Pool::DEFAULT_START_METHOD,
+            worker::Start::default(),
+            None,
+        )
     }
 
     /// The start method of `Pool::new`: fork. It needs nothing of the program and starts a
@@ -143,7 +182,16 @@ impl Pool {
         processes: impl Into<Option<usize>>,
         method: StartMethod,
     ) -> io::Result<Pool> {
-        let n = match processes.into() {
+        Pool::start(processes.into(), method, worker::Start::default(), None)
+    }
+
+    fn start(
+        processes: Option<usize>,
+        method: StartMethod,
+        start: worker::Start,
+        deadline: Option<Duration>,
+    ) -> io::Result<Pool> {
+        let n = match processes {
             Some(n) => n,
             None => thread::available_parallelism()?.get(),
         };
@@ -164,11 +212,12 @@ impl Pool {
         // `[pid N]` for an unnamed thread. Tasks run on its stack, so give it a main-sized one.
         let manager = thread::Builder::new()
             .stack_size(8 << 20)
-            .spawn(move || manager::run(&manager_shared, woken, n, method, started_tx))?;
+            .spawn(move || manager::run(&manager_shared, woken, n, method, &start, started_tx))?;
         match started.recv() {
             Ok(Ok(())) => Ok(Pool {
                 shared,
                 manager: Some(manager),
+                deadline,
                 method,
             }),
             Ok(Err(e)) => {
@@ -204,11 +253,7 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let frame = worker::task_frame(worker::call_one::<A, R>, task as usize, &args)?;
-        Ok(AsyncResult {
-            slot: self.submit(frame)?,
-            result: PhantomData,
-        })
+        self.apply_async_within(task, args, self.deadline)
     }
 
     /// Python's `apply(task, args)`: runs `task(args)` in a worker and waits for its result.
@@ -222,6 +267,8 @@ impl Pool {
 
     /// Python's `map(task, items)`: the results in the order of the items. As in Python, the
     /// items travel in chunks, about four per worker, and the first failed chunk is the error.
+    /// All the items are collected first, as in Python; `imap` takes them as it goes. A
+    /// deadline set with `Builder::task_deadline` holds for each chunk.
     pub fn map<A, R>(
         &self,
         task: fn(A) -> R,
@@ -239,7 +286,7 @@ impl Pool {
             .map(|chunk| {
                 let frame = worker::task_frame(worker::call_chunk::<A, R>, task as usize, chunk)?;
                 Ok(AsyncResult::<Vec<R>> {
-                    slot: self.submit(frame)?,
+                    slot: self.submit(frame, self.deadline, None)?,
                     result: PhantomData,
                 })
             })
@@ -284,8 +331,17 @@ impl Pool {
         }
     }
 
-    fn submit(&self, frame: Vec<u8>) -> Result<Arc<Slot>, Error> {
-        let slot = Arc::new(Slot::default());
+    /// Queues a task frame; its outcome goes to the slot returned, or on to `forward`.
+    fn submit(
+        &self,
+        frame: Vec<u8>,
+        deadline: Option<Duration>,
+        forward: Option<Forward>,
+    ) -> Result<Arc<Slot>, Error> {
+        let slot = Arc::new(Slot {
+            forward,
+            ..Slot::default()
+        });
         let mut state = lock(&self.shared.state);
         if let Some(why) = &state.broken {
             return Err(Error::Broken(why.clone()));
@@ -296,8 +352,14 @@ impl Pool {
         state.pending.push_back(Job {
             frame,
             slot: Arc::clone(&slot),
+            deadline,
         });
         state.dispatch();
+        drop(state);
+        if deadline.is_some() {
+            // The manager keeps the deadlines' clock: tell it of a new one.
+            self.wake_manager();
+        }
         Ok(slot)
     }
 
@@ -387,15 +449,42 @@ struct Slot {
     settled: Condvar,
     /// Set before the outcome, when a worker reports the task's end.
     ran: OnceLock<Ran>,
+    /// Where the outcome goes instead, for a part of a larger result.
+    forward: Option<Forward>,
+}
+
+/// Where a slot's outcome goes when it is one part of a larger result.
+enum Forward {
+    /// To `map_async`'s single result, as part `usize` of it.
+    Gather(Arc<map::Gather>, usize),
+    /// To an `imap` iterator, as chunk `usize`.
+    Channel(mpsc::Sender<(usize, Outcome)>, usize),
 }
 
 impl Slot {
+    /// Settles the slot, once: a later outcome (of a task already settled by its deadline,
+    /// say) is ignored.
     fn settle(&self, outcome: Outcome) {
         let mut slot = lock(&self.outcome);
-        if slot.is_none() {
-            *slot = Some(outcome);
-            if self.waiting.load(Ordering::Relaxed) {
-                self.settled.notify_all();
+        if slot.is_some() {
+            return;
+        }
+        match &self.forward {
+            None => {
+                *slot = Some(outcome);
+                if self.waiting.load(Ordering::Relaxed) {
+                    self.settled.notify_all();
+                }
+            }
+            Some(forward) => {
+                // Nobody waits on this slot: its outcome moves on, and only the mark stays.
+                *slot = Some(Ok(Vec::new()));
+                drop(slot);
+                match forward {
+                    Forward::Gather(gather, part) => gather.arrive(*part, outcome),
+                    // An iterator dropped early no longer wants its results.
+                    Forward::Channel(to, chunk) => drop(to.send((*chunk, outcome))),
+                }
             }
         }
     }

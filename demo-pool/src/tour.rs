@@ -1,5 +1,6 @@
-//! The rest of `Pool`, beyond the note: `map`, a task that panics, a worker killed with
-//! SIGKILL in the middle of a task, and `terminate()` with tasks running.
+//! The rest of `Pool`, beyond the note: `map`, `imap`, `starmap`, a task that panics, a
+//! worker killed with SIGKILL in the middle of a task, a task past its deadline (which
+//! Python's pool does not have), and `terminate()` with tasks running.
 
 use std::error::Error;
 use std::os::linux::net::SocketAddrExt;
@@ -17,6 +18,10 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
+fn pow(base: u64, exp: u32) -> u64 {
+    base.pow(exp)
+}
+
 fn crash(_: ()) {
     panic!("a task that panics");
 }
@@ -32,6 +37,13 @@ fn wait_to_be_killed(parent: String) {
     tell.send_to_addr(pid.as_bytes(), &to).unwrap();
     loop {
         std::thread::park(); // Until SIGKILL.
+    }
+}
+
+/// A task that never ends: it waits until its worker is killed.
+fn never_ends(_: ()) {
+    loop {
+        std::thread::park();
     }
 }
 
@@ -53,6 +65,13 @@ pub fn run(method: StartMethod) -> Result<Vec<String>, Box<dyn Error>> {
     say!("the rest of Pool, on Pool(2):");
     let mut pool = Pool::with_start_method(2, method)?;
     say!("map(square, range(10)) = {:?}", pool.map(square, 0..10)?);
+    // imap takes the items as the workers free up, and gives the results as they come.
+    let squares = pool
+        .imap(square, 0..10, 3)?
+        .collect::<Result<Vec<_>, _>>()?;
+    say!("list(imap(square, range(10), chunksize=3)) = {squares:?}");
+    let powers = pool.starmap(pow, [(2, 10), (3, 2), (10, 3)])?;
+    say!("starmap(pow, [(2, 10), (3, 2), (10, 3)]) = {powers:?}");
     match pool.apply_async(crash, ())?.get() {
         Err(demo_pool::Error::Panicked(message)) => {
             say!("apply_async(crash).get() failed: {message}")
@@ -93,6 +112,7 @@ pub fn run(method: StartMethod) -> Result<Vec<String>, Box<dyn Error>> {
         .map(|r| r.get())
         .collect::<Result<Vec<_>, _>>()?;
     say!("the other tasks completed: {squares:?}");
+    failed.extend(past_its_deadline(&pool)?);
 
     for _ in 0..2 {
         pool.apply_async(demo::sleep, 60.0)?;
@@ -104,5 +124,43 @@ pub fn run(method: StartMethod) -> Result<Vec<String>, Box<dyn Error>> {
         workers.iter().filter(|&&p| is_alive(p)).count(),
     );
     say!("terminate() with 2 tasks running: {stopped} workers stopped at once, {alive} alive");
+    Ok(failed)
+}
+
+/// A task past its deadline, which Python's pool does not have: the pool kills the worker
+/// running it and puts a new one in its place, the task's `get()` says so, and the tasks
+/// queued beside it complete. (Python's `get(timeout)` gives up waiting, but the task runs
+/// on, and holds its worker for ever.)
+fn past_its_deadline(pool: &Pool) -> Result<Vec<String>, Box<dyn Error>> {
+    let mut failed = Vec::new();
+    let deadline = demo::scaled(0.5);
+    let seconds = deadline.as_secs_f64();
+    say!("a task that never ends, with apply_async_timeout(.., {seconds} s), beside 5 others");
+    let workers = pool.pids();
+    let late = pool.apply_async_timeout(never_ends, (), deadline)?;
+    let others: Vec<_> = (0..5)
+        .map(|x| pool.apply_async(square, x))
+        .collect::<Result<_, _>>()?;
+    match late.get() {
+        Err(e @ demo_pool::Error::TimedOut { .. }) => {
+            say!("get() of the task past its deadline: {e}")
+        }
+        other => failed.push(format!(
+            "the late task should have timed out, got {other:?}"
+        )),
+    }
+    let killed = workers.iter().find(|p| !pool.pids().contains(p));
+    let new = pool.pids().into_iter().find(|p| !workers.contains(p));
+    match (killed, new) {
+        (Some(killed), Some(new)) => {
+            say!("its worker: pid {killed} killed, pid {new} in its place")
+        }
+        _ => failed.push("the late task's worker was not replaced".to_string()),
+    }
+    let squares = others
+        .iter()
+        .map(|r| r.get())
+        .collect::<Result<Vec<_>, _>>()?;
+    say!("the other tasks completed: {squares:?}");
     Ok(failed)
 }

@@ -1,7 +1,7 @@
 //! Runs the demo binary and checks from outside what its output and its processes must show:
 //! at most four tasks at once on four workers that are not the parent, a worker killed in the
-//! middle of a task and replaced, a picture drawn from what the pool knows, and no worker
-//! left behind when the parent is killed.
+//! middle of a task and replaced, a task past its deadline and its worker replaced, a picture
+//! drawn from what the pool knows, and no worker left behind when the parent is killed.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
@@ -125,6 +125,32 @@ fn killed_worker(method: &str) {
                  (pid {victim}) died: killed by SIGKILL"
             ),
             format!("[pid {parent}] a new worker took its place: pid {replacement}"),
+            format!("[pid {parent}] the other tasks completed: [0, 1, 4, 9, 16]"),
+        ]
+    );
+}
+
+#[test]
+fn a_task_past_its_deadline_has_its_worker_replaced_and_the_rest_complete() {
+    let stdout = stdout_of(&mut demo("0.05"));
+    let parent = pid_of(stdout.lines().next().unwrap());
+    let tour: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("a task that never ends, with apply_async_timeout"))
+        .skip(1)
+        .take(3)
+        .collect();
+    let words: Vec<&str> = tour[1].split(' ').collect();
+    let (killed, new): (i32, i32) = (words[5].parse().unwrap(), words[8].parse().unwrap());
+    assert!(killed != new && killed != parent && new != parent);
+    assert_eq!(
+        tour,
+        [
+            format!(
+                "[pid {parent}] get() of the task past its deadline: the task ran past its \
+                 deadline of 0.025 s: its worker (pid {killed}) was killed"
+            ),
+            format!("[pid {parent}] its worker: pid {killed} killed, pid {new} in its place"),
             format!("[pid {parent}] the other tasks completed: [0, 1, 4, 9, 16]"),
         ]
     );

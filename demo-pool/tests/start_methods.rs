@@ -2,7 +2,9 @@
 //! order, a panicking task, a worker killed mid-task (its task fails, a new worker takes its
 //! place, the others complete), `terminate()`, a forkserver that dies, no worker left when the
 //! parent is killed (SIGKILL, SIGTERM, Ctrl-C to its group), and the hazard that spawn and
-//! forkserver exist for: a lock another thread holds while a worker starts.
+//! forkserver exist for: a lock another thread holds while a worker starts. And the calls
+//! beyond the note's: `imap`, `starmap`, `map_async`, an initializer (that works, that
+//! panics), `maxtasksperchild`, and a task past its deadline.
 //!
 //! This test target has `harness = false`, and its own `main`: a spawned worker is this test
 //! binary run again, and it must reach `run_if_spawned` first thing in `main`, as a program's
@@ -332,7 +334,96 @@ fn run_as_parent(scenario: &str, method: StartMethod) -> ExitCode {
 
 type Check = fn(StartMethod);
 
+fn imap_starmap_and_map_async(method: StartMethod) {
+    let pool = pool(2, method);
+    let squares: Vec<u64> = (0..100).map(|x| x * x).collect();
+    let ordered = pool.imap(square, 0..100, 7).unwrap();
+    assert_eq!(ordered.collect::<Result<Vec<_>, _>>(), Ok(squares.clone()));
+    let mut unordered = (pool.imap_unordered(square, 0..100, 1).unwrap())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    unordered.sort();
+    assert_eq!(unordered, squares);
+    let all = pool.map_async(square, 0..100).unwrap();
+    assert_eq!(all.get_timeout(BOUND), Ok(squares));
+    assert_eq!(pool.starmap(u64::pow, [(2, 10), (3, 2)]), Ok(vec![1024, 9]));
+}
+
+/// Set by the initializer, in each worker.
+static OPENED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+fn open(connection: u64) {
+    OPENED.set(connection).unwrap();
+}
+
+fn opened(_: u64) -> (i32, Option<u64>) {
+    (std::process::id() as i32, OPENED.get().copied())
+}
+
+fn fails_to_open(_: ()) {
+    panic!("no database (this panic is expected)")
+}
+
+fn the_initializer_and_maxtasksperchild(method: StartMethod) {
+    let builder = Pool::builder().processes(2).start_method(method);
+    let pool = builder
+        .initializer(open, 42)
+        .maxtasksperchild(1)
+        .build()
+        .unwrap();
+    let results: Vec<_> = (0..10)
+        .map(|i| pool.apply_async(opened, i).unwrap())
+        .collect();
+    let seen: Vec<_> = results
+        .iter()
+        .map(|r| r.get_timeout(BOUND).unwrap())
+        .collect();
+    assert!(seen.iter().all(|&(_, s)| s == Some(42)), "{seen:?}");
+    let pids: std::collections::HashSet<_> = seen.iter().map(|&(p, _)| p).collect();
+    assert_eq!(pids.len(), 10, "a fresh worker for each task");
+    let builder = Pool::builder().processes(2).start_method(method);
+    let broken = builder.initializer(fails_to_open, ()).build().unwrap();
+    let expected = "the initializer panicked: no database (this panic is expected)";
+    let result = broken
+        .apply_async(square, 3)
+        .and_then(|r| r.get_timeout(BOUND));
+    assert_eq!(result, Err(Error::Broken(expected.into())));
+    assert!(broken.pids().is_empty());
+}
+
+fn a_task_past_its_deadline_is_killed_and_replaced(method: StartMethod) {
+    let reports = Reports::new();
+    let pool = pool(2, method);
+    let deadline = Duration::from_millis(100);
+    let late = (pool.apply_async_timeout(report_and_wait, reports.name.clone(), deadline)).unwrap();
+    let pid = reports.next_pid();
+    let others: Vec<_> = (0..20)
+        .map(|x| pool.apply_async(square, x).unwrap())
+        .collect();
+    assert_eq!(
+        late.get_timeout(BOUND),
+        Err(Error::TimedOut { pid, deadline })
+    );
+    assert!(!pool.pids().contains(&pid));
+    assert_eq!(pool.pids().len(), 2);
+    assert!(
+        others
+            .iter()
+            .enumerate()
+            .all(|(x, r)| r.get_timeout(BOUND) == Ok(x as u64 * x as u64))
+    );
+}
+
 const CHECKS: &[(&str, Check)] = &[
+    ("imap_starmap_and_map_async", imap_starmap_and_map_async),
+    (
+        "the_initializer_and_maxtasksperchild",
+        the_initializer_and_maxtasksperchild,
+    ),
+    (
+        "a_task_past_its_deadline_is_killed_and_replaced",
+        a_task_past_its_deadline_is_killed_and_replaced,
+    ),
     (
         "results_come_back_in_order_from_the_workers",
         results_come_back_in_order_from_the_workers,

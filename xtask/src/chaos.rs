@@ -119,10 +119,27 @@ const SCENARIOS: &[Scenario] = &[
     control("forkserver", (3, 0)),
     scenario("demo-pool", "chaos_pool", "apply-async-killed", (100, 5)),
     scenario("demo-pool", "chaos_pool", "map-killed", (100, 5)),
+    scenario(
+        "demo-pool",
+        "chaos_pool",
+        "apply-async-killed-maxtasks",
+        (100, 5),
+    ),
+    scenario("demo-pool", "chaos_pool", "map-killed-maxtasks", (100, 5)),
+    scenario(
+        "demo-pool",
+        "chaos_pool",
+        "apply-async-killed-deadline",
+        (100, 5),
+    ),
     under("spawn", pool("apply-async-killed")),
     under("spawn", pool("map-killed")),
+    under("spawn", pool("apply-async-killed-maxtasks")),
+    under("spawn", pool("apply-async-killed-deadline")),
     under("forkserver", pool("apply-async-killed")),
     under("forkserver", pool("map-killed")),
+    under("forkserver", pool("apply-async-killed-maxtasks")),
+    under("forkserver", pool("apply-async-killed-deadline")),
 ];
 
 /// Per pool scenario under spawn and forkserver: the pool's own code is the same as under

@@ -14,15 +14,16 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{MsgFlags, getsockopt, recv, setsockopt, sockopt};
 use nix::unistd::Pid;
 
 use super::state::{Shared, State, Status, Worker};
+use super::worker::Report;
 use super::{Error, lock, worker};
 use crate::forkserver;
 use crate::process::{self, Process, StartMethod};
@@ -35,6 +36,8 @@ struct Link {
     process: Process,
     received: Vec<u8>,
     eof: bool,
+    /// What its initializer's panic said, if it panicked.
+    init_failed: Option<String>,
 }
 
 /// The manager thread: starts the first `n` workers, says on `started` whether it could, then
@@ -44,6 +47,7 @@ pub(super) fn run(
     woken: UnixStream,
     n: usize,
     method: StartMethod,
+    start: &worker::Start,
     started: mpsc::Sender<io::Result<()>>,
 ) {
     let mut links = Vec::new();
@@ -51,7 +55,7 @@ pub(super) fn run(
         let mut state = lock(&shared.state);
         (0..n).try_for_each(|_| {
             let inherited = pool_fds(shared, &woken, &state, &links);
-            let (worker, link) = start_worker(method, inherited)?;
+            let (worker, link) = start_worker(method, inherited, start)?;
             state.workers.push(worker);
             links.push(link);
             Ok(())
@@ -65,7 +69,7 @@ pub(super) fn run(
     let _ = started.send(Ok(()));
 
     let ended = panic::catch_unwind(AssertUnwindSafe(|| {
-        manage(shared, &woken, method, &mut links)
+        manage(shared, &woken, method, &mut links, start)
     }));
     let mut state = lock(&shared.state);
     let broken = match ended {
@@ -93,27 +97,45 @@ fn manage(
     woken: &UnixStream,
     method: StartMethod,
     links: &mut Vec<Link>,
+    start: &worker::Start,
 ) -> io::Result<()> {
     let mut scratch = vec![0; 64 * 1024];
+    let mut due = None;
     loop {
-        let (results, ended) = wait_for_events(woken, links)?;
+        let (results, ended) = wait_for_events(woken, links, due)?;
         drain(woken);
         let mut state = lock(&shared.state);
         for &i in results.iter().chain(&ended) {
             read_results(&mut links[i], &mut state.workers[i], &mut scratch);
         }
+        // An initializer that fails would fail in every replacement too: the pool stops
+        // rather than fork workers for ever, and every task says why.
+        if let Some(why) = links.iter().find_map(|link| link.init_failed.as_ref()) {
+            return Err(io::Error::other(format!("the initializer panicked: {why}")));
+        }
         // From the highest index down, so that removing a worker keeps the others' indexes.
         for &i in ended.iter().rev() {
             let pid = state.workers[i].pid;
             let how = reap(&mut links[i].process);
+            if !state.workers[i].ready && how != "killed by SIGKILL" {
+                // Reaped: its pid may soon be another process's, so forget it. Its tasks
+                // had not started; the pool's end settles them.
+                let worker = state.workers.remove(i);
+                links.remove(i);
+                state.pending.extend(worker.sent);
+                return Err(io::Error::other(format!(
+                    "the initializer ended its worker: {how}"
+                )));
+            }
             // Its oldest task is the one it was running; the ones behind it had not started,
             // so they go back to the front of the queue for another worker.
             let mut sent = std::mem::take(&mut state.workers[i].sent);
             state.workers[i].sent_bytes = 0;
             if let Some(job) = sent.pop_front() {
-                job.slot.settle(Err(Error::WorkerDied {
-                    pid: pid.as_raw(),
-                    how,
+                let pid = pid.as_raw();
+                job.slot.settle(Err(match job.deadline {
+                    Some(deadline) if state.workers[i].overdue => Error::TimedOut { pid, deadline },
+                    _ => Error::WorkerDied { pid, how },
                 }));
             }
             while let Some(job) = sent.pop_back() {
@@ -121,7 +143,7 @@ fn manage(
             }
             if state.status == Status::Running || !state.pending.is_empty() {
                 let inherited = pool_fds(shared, woken, &state, links);
-                match start_worker(method, inherited) {
+                match start_worker(method, inherited, start) {
                     Ok((worker, link)) => {
                         state.workers[i] = worker;
                         links[i] = link;
@@ -143,12 +165,31 @@ fn manage(
             Status::Closed if state.idle() => return Ok(()),
             _ => state.dispatch(),
         }
+        due = kill_overdue(&mut state);
     }
 }
 
-/// Waits until a worker sends results or ends, or the pool wakes the manager. Returns the
-/// indexes of the workers with results and of those that ended.
-fn wait_for_events(woken: &UnixStream, links: &mut [Link]) -> io::Result<(Vec<usize>, Vec<usize>)> {
+/// Kills each worker whose task has run past its deadline (its death, seen through its
+/// pidfd, then settles the task); returns when the next deadline falls.
+fn kill_overdue(state: &mut State) -> Option<Instant> {
+    let now = Instant::now();
+    for worker in &mut state.workers {
+        if worker.due().is_some_and(|due| due <= now) {
+            worker.overdue = true;
+            worker.gone = true;
+            let _ = kill(worker.pid, Signal::SIGKILL);
+        }
+    }
+    state.workers.iter().filter_map(Worker::due).min()
+}
+
+/// Waits until a worker sends results or ends, the pool wakes the manager, or `due` comes.
+/// Returns the indexes of the workers with results and of those that ended.
+fn wait_for_events(
+    woken: &UnixStream,
+    links: &mut [Link],
+    due: Option<Instant>,
+) -> io::Result<(Vec<usize>, Vec<usize>)> {
     let mut fds = vec![PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
     let mut owners = vec![];
     for (i, link) in links.iter().enumerate() {
@@ -163,7 +204,12 @@ fn wait_for_events(woken: &UnixStream, links: &mut [Link]) -> io::Result<(Vec<us
         owners.push((i, true));
     }
     loop {
-        match poll(&mut fds, PollTimeout::NONE) {
+        // Rounded up, so that the wait does not end just before the deadline.
+        let timeout = due.map_or(PollTimeout::NONE, |due| {
+            let left = due.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+        });
+        match poll(&mut fds, timeout) {
             Err(Errno::EINTR) => continue,
             other => other?,
         };
@@ -212,8 +258,14 @@ fn read_results(link: &mut Link, worker: &mut Worker, scratch: &mut [u8]) {
             break;
         };
         used += 4 + len;
-        if let Some((outcome, start, end)) = worker::result_of(frame) {
-            worker.finished(outcome, start, end);
+        match worker::result_of(frame) {
+            Some(Report::Ended(outcome, start, end)) => worker.finished(outcome, start, end),
+            Some(Report::Ready) => {
+                worker.ready = true;
+                worker.since = Instant::now();
+            }
+            Some(Report::InitFailed(why)) => link.init_failed = Some(why),
+            None => {}
         }
     }
     link.received.drain(..used);
@@ -282,7 +334,11 @@ fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) 
 /// pool: a forked or spawned worker gets SIGKILL when the thread that started it ends
 /// (`process.rs`, `spawn.rs`), a forkserver worker when the server ends, which it does with
 /// the program (`forkserver.rs`).
-fn start_worker(method: StartMethod, mut inherited: Vec<RawFd>) -> io::Result<(Worker, Link)> {
+fn start_worker(
+    method: StartMethod,
+    mut inherited: Vec<RawFd>,
+    start: &worker::Start,
+) -> io::Result<(Worker, Link)> {
     let (ours, theirs) = UnixStream::pair()?;
     let tasks = ours.try_clone()?;
     // Ask for a 256 KiB buffer; the kernel may give less. Queued tasks may use a quarter.
@@ -290,19 +346,21 @@ fn start_worker(method: StartMethod, mut inherited: Vec<RawFd>) -> io::Result<(W
     let budget = getsockopt(&ours, sockopt::SndBuf)? / 4;
     inherited.extend([ours.as_raw_fd(), tasks.as_raw_fd()]);
     let (base, base_ns) = (Instant::now(), worker::monotonic_ns());
+    let (ready, left, start) = (start.init.is_none(), start.max_tasks, start.clone());
     let mut process = match method {
         // The child has only this thread. Locks that other threads held at the fork stay
         // locked in it: the pool's state is one, and the worker never touches it (stdout and
         // stderr are held across the fork, so a task can print). A task that waits on a lock
         // another thread of the parent held at the fork waits for ever (see the README).
         StartMethod::Fork => Process::launch("ForkPoolWorker", move || {
-            process::forked(move || worker::run(&theirs, &inherited, base_ns))
+            process::forked(move || worker::run(&theirs, &inherited, base_ns, &start))
         }),
         // A new image of this file: it holds only what it is given, its end of the socket.
         StartMethod::Spawn | StartMethod::Forkserver => {
             let boot = worker::Boot {
                 sock: theirs,
                 base: base_ns,
+                start,
             };
             let task = Task::new(worker::spawned, &boot)?;
             drop(boot);
@@ -325,6 +383,9 @@ fn start_worker(method: StartMethod, mut inherited: Vec<RawFd>) -> io::Result<(W
         sent_bytes: 0,
         budget,
         base,
+        ready,
+        left,
+        overdue: false,
     };
     Ok((
         worker,
@@ -333,6 +394,7 @@ fn start_worker(method: StartMethod, mut inherited: Vec<RawFd>) -> io::Result<(W
             process,
             received: Vec::new(),
             eof: false,
+            init_failed: None,
         },
     ))
 }

@@ -42,6 +42,9 @@ pub(super) struct State {
 pub(super) struct Job {
     pub(super) frame: Vec<u8>,
     pub(super) slot: Arc<Slot>,
+    /// How long it may run once started; a job with one goes to a worker that holds nothing
+    /// else, so that killing the worker at the deadline touches no other task.
+    pub(super) deadline: Option<Duration>,
 }
 
 /// A worker as the submitting threads see it: where to send tasks, and the tasks sent to it
@@ -63,6 +66,13 @@ pub(super) struct Worker {
     /// The moment just before it started: the worker sends its tasks' times as offsets from
     /// it, read on the monotonic clock (the clock of `Instant`, the same in every process).
     pub(super) base: Instant,
+    /// Whether it has run its initializer (always, without one): until then it starts no
+    /// task, and its oldest task's deadline does not run.
+    pub(super) ready: bool,
+    /// How many more tasks it may be sent before it leaves (`maxtasksperchild`).
+    pub(super) left: Option<usize>,
+    /// It was killed because its task ran past the task's deadline.
+    pub(super) overdue: bool,
 }
 
 /// How many tasks a worker holds at once while its tasks are quick. It runs them back to
@@ -78,11 +88,21 @@ impl Worker {
     /// known): then a task never waits behind a long one while another worker is free.
     fn room(&self) -> usize {
         let depth = if self.quick { DEEP } else { 1 };
-        if self.gone {
+        let held_alone = self.sent.front().is_some_and(|job| job.deadline.is_some());
+        if self.gone || held_alone {
             0
         } else {
-            depth.saturating_sub(self.sent.len())
+            let room = depth.saturating_sub(self.sent.len());
+            self.left.map_or(room, |left| room.min(left))
         }
+    }
+
+    /// When its oldest task passes its deadline, if it has one and has started. A deadline
+    /// too far to be an `Instant` never comes.
+    pub(super) fn due(&self) -> Option<Instant> {
+        let deadline = self.sent.front()?.deadline?;
+        let started = self.ready && !self.overdue;
+        started.then(|| self.since.checked_add(deadline)).flatten()
     }
 
     /// Settles its oldest task, which the worker ran to the end, from `start` to `end`
@@ -150,8 +170,19 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
         if worker.sent_bytes > 0 && bytes > worker.budget {
             break;
         }
+        // A task with a deadline goes alone to a worker that holds nothing else.
+        if job.deadline.is_some() && !(jobs.is_empty() && worker.sent.is_empty()) {
+            break;
+        }
+        let alone = job.deadline.is_some();
         worker.sent_bytes = bytes;
         jobs.push(pending.pop_front().unwrap());
+        if alone {
+            break;
+        }
+    }
+    if jobs.is_empty() {
+        return;
     }
     let joined: Vec<u8>;
     let bytes = match jobs.as_slice() {
@@ -175,6 +206,9 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
     for job in jobs {
         end += job.frame.len();
         if end <= written {
+            if let Some(left) = &mut worker.left {
+                *left -= 1;
+            }
             worker.sent.push_back(job);
         } else {
             worker.sent_bytes -= job.frame.len() + WRITE_OVERHEAD;

@@ -36,6 +36,29 @@ const RESULT_HEADER: usize = 4 + 1 + 8 + 8;
 const RETURNED: u8 = 0;
 const PANICKED: u8 = 1;
 const UNCODABLE: u8 = 2;
+/// The worker ran its initializer: it starts tasks from now on.
+const READY: u8 = 3;
+/// The worker's initializer panicked (the message follows); the worker leaves.
+const INIT_FAILED: u8 = 4;
+
+/// How each worker starts and when it leaves, the same for every worker of a pool.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub(super) struct Start {
+    /// A task frame the worker runs once before its first task (Python's `initializer`).
+    pub(super) init: Option<Vec<u8>>,
+    /// The worker leaves after this many tasks (Python's `maxtasksperchild`).
+    pub(super) max_tasks: Option<usize>,
+}
+
+/// What a result frame reports.
+pub(super) enum Report {
+    /// The oldest task the worker holds ended, between these offsets after its base.
+    Ended(Outcome, Duration, Duration),
+    /// The initializer returned.
+    Ready,
+    /// The initializer panicked, with this message.
+    InitFailed(String),
+}
 
 /// The fixed point of this file that the offsets of tasks are measured from.
 #[inline(never)]
@@ -101,9 +124,9 @@ pub(super) fn uncodable(what: &str, e: postcard::Error) -> String {
     )
 }
 
-/// The outcome of a result frame (without its length) and when its task started and ended,
-/// after the pool's base moment; `None` for a frame too short to be one.
-pub(super) fn result_of(frame: &[u8]) -> Option<(Outcome, Duration, Duration)> {
+/// What a result frame (without its length) reports: for a task, its outcome and when it
+/// started and ended, after the pool's base moment; `None` for a frame too short to be one.
+pub(super) fn result_of(frame: &[u8]) -> Option<Report> {
     if frame.len() < RESULT_HEADER - 4 {
         return None;
     }
@@ -113,12 +136,15 @@ pub(super) fn result_of(frame: &[u8]) -> Option<(Outcome, Duration, Duration)> {
         Duration::from_nanos(nanos(1)),
         Duration::from_nanos(nanos(9)),
     );
+    let text = || String::from_utf8_lossy(body).into_owned();
     let outcome = match kind {
         RETURNED => Ok(body.to_vec()),
-        PANICKED => Err(Error::Panicked(String::from_utf8_lossy(body).into_owned())),
-        _ => Err(Error::Serde(String::from_utf8_lossy(body).into_owned())),
+        PANICKED => Err(Error::Panicked(text())),
+        READY => return Some(Report::Ready),
+        INIT_FAILED => return Some(Report::InitFailed(text())),
+        _ => Err(Error::Serde(text())),
     };
-    Some((outcome, start, end))
+    Some(Report::Ended(outcome, start, end))
 }
 
 // ---- In the worker ----
@@ -130,41 +156,85 @@ pub(super) fn monotonic_ns() -> u64 {
 }
 
 /// A forked worker's life: it closes the pool's descriptors it inherited (it must hold no
-/// copy of another worker's socket or of the manager's), then runs tasks from `sock` until the
-/// pool ends the stream. Returns the exit code.
-pub(super) fn run(sock: &UnixStream, inherited: &[RawFd], base: u64) -> i32 {
+/// copy of another worker's socket or of the manager's), then begins (`begin`).
+pub(super) fn run(sock: &UnixStream, inherited: &[RawFd], base: u64, start: &Start) -> i32 {
     for &fd in inherited {
         // SAFETY: these descriptors belong to the parent's side of the pool. Their owners
         // live in memory this process copied and never uses again: it never returns into
         // the parent's code and ends with `_exit`, so nothing closes them a second time.
         unsafe { libc::close(fd) };
     }
-    serve(sock, base)
+    begin(sock, base, start)
 }
 
-/// What a spawned or forkserver worker is given: its end of the socketpair, and the pool's
-/// base moment on the monotonic clock.
+/// What a spawned or forkserver worker is given: its end of the socketpair, the pool's base
+/// moment on the monotonic clock, and how it starts and when it leaves.
 #[derive(Serialize, Deserialize)]
 pub(super) struct Boot {
     #[serde(with = "crate::fds")]
     pub(super) sock: UnixStream,
     pub(super) base: u64,
+    pub(super) start: Start,
 }
 
 /// A spawned or forkserver worker's life, the target of its bootstrap. It inherited nothing
 /// but stdio: the bootstrap closed every other descriptor.
 pub(super) fn spawned(boot: Boot) {
-    process::exit_now(serve(&boot.sock, boot.base))
+    process::exit_now(begin(&boot.sock, boot.base, &boot.start))
 }
 
-/// Runs tasks until the pool ends the task stream: 0, or 1 if the stream broke. Each result
-/// says when its task started and ended, in nanoseconds after `base` (`monotonic_ns`).
-fn serve(sock: &UnixStream, base: u64) -> i32 {
+/// A worker's life once it holds only its own socket: it runs the initializer if there is
+/// one, then runs tasks from `sock` until the pool ends the stream or it has run its
+/// `max_tasks`. Returns the exit code.
+fn begin(sock: &UnixStream, base: u64, start: &Start) -> i32 {
+    if let Some(init) = &start.init {
+        // Reseeded first: an initializer may draw random numbers too.
+        let _ = rand::rng().reseed();
+        let mut report = vec![0; RESULT_HEADER];
+        let ran = panic::catch_unwind(AssertUnwindSafe(|| {
+            let (call, task, args) = parse(init)?;
+            call(task, args, &mut Vec::new())
+        }));
+        report[4] = match ran {
+            Ok(Ok(())) => READY,
+            Ok(Err(why)) => {
+                report.extend_from_slice(why.as_bytes());
+                INIT_FAILED
+            }
+            Err(payload) => {
+                report.extend_from_slice(message(&*payload).as_bytes());
+                INIT_FAILED
+            }
+        };
+        let len = (report.len() - 4) as u32;
+        report[..4].copy_from_slice(&len.to_le_bytes());
+        if (&*sock).write_all(&report).is_err() || report[4] == INIT_FAILED {
+            return 1;
+        }
+    }
+    serve(sock, base, start.max_tasks.unwrap_or(usize::MAX))
+}
+
+/// A whole task frame's `Call`, task and arguments.
+fn parse(frame: &[u8]) -> Result<(Call, usize, &[u8]), String> {
+    let header = frame.get(..TASK_HEADER).ok_or("a short frame")?;
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
+    // SAFETY: the pool made this frame with `task_frame` from the offset from `anchor` of a
+    // `Call`, taken in an image of this same executable file, as `serve` reads them (see
+    // there): the same file has the same code at the same distance from `anchor`.
+    let call = unsafe { std::mem::transmute::<usize, Call>(address_at(word(4))) };
+    Ok((call, address_at(word(12)), &frame[TASK_HEADER..]))
+}
+
+/// Runs tasks until the pool ends the task stream: 0, or 1 if the stream broke; or until it
+/// has run `max_tasks`: 0. Each result says when its task started and ended, in nanoseconds
+/// after `base` (`monotonic_ns`).
+fn serve(sock: &UnixStream, base: u64, max_tasks: usize) -> i32 {
     let mut reader = BufReader::with_capacity(64 * 1024, sock);
     let mut args = Vec::new();
     let mut out = Vec::new();
     let mut reseeded = false;
-    loop {
+    for _ in 0..max_tasks {
         let mut header = [0; TASK_HEADER];
         match reader.read_exact(&mut header) {
             Ok(()) => {}
@@ -229,4 +299,5 @@ fn serve(sock: &UnixStream, base: u64) -> i32 {
             return 1;
         }
     }
+    0
 }
