@@ -36,11 +36,8 @@ compile_error!(
      makes it die with the pool (PR_SET_PDEATHSIG), and this target has neither"
 );
 
-// Private here: a pool's values cross as plain postcard, without descriptors. The spawn
-// bootstrap uses it to hand a worker its socket.
 #[cfg(target_os = "linux")]
-#[allow(unused_imports)]
-mod fds;
+pub mod fds;
 #[cfg(target_os = "linux")]
 mod forkserver;
 #[cfg(target_os = "linux")]
