@@ -140,7 +140,7 @@ pub(super) fn call_one<A: DeserializeOwned, R: Serialize>(
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
     let args = arguments(args, fds)?;
     let result = task(args);
-    postcard::to_io(&result, out).map_err(|e| uncodable("the result", e))?;
+    postcard::to_io(&result, out).map_err(|e| unsendable(&result, e))?;
     Ok(())
 }
 
@@ -154,8 +154,21 @@ pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
     let items: Vec<A> = arguments(args, fds)?;
     let results: Vec<R> = items.into_iter().map(task).collect();
-    postcard::to_io(&results, out).map_err(|e| uncodable("the result", e))?;
+    postcard::to_io(&results, out).map_err(|e| unsendable(&results, e))?;
     Ok(())
+}
+
+/// Why a task's result could not be encoded, in one sentence. A result crosses back as plain
+/// postcard: one that holds a descriptor is refused, and the error says so.
+pub(super) fn unsendable<R: Serialize + ?Sized>(result: &R, e: postcard::Error) -> String {
+    match fds::encode(result) {
+        Ok(message) if !message.fds.is_empty() => {
+            "the result: it holds a descriptor, and descriptors cross only to a worker, in a \
+             task's arguments"
+                .into()
+        }
+        _ => uncodable("the result", e),
+    }
 }
 
 /// Why `what` (the arguments, the result) could not cross, in one sentence.
