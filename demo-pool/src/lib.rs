@@ -10,6 +10,10 @@
 //! that captures nothing is a `fn` too. Spawn and forkserver need [`run_if_spawned`] first
 //! thing in `main`.
 //!
+//! An argument may hold descriptors (a pipe end, a socket, a memfd): a field with
+//! `#[serde(with = "demo_pool::fds")]` ([`fds`]) reaches the task as a working descriptor in
+//! the worker, under every start method, passed with the task by `SCM_RIGHTS`.
+//!
 //! What this pool promises that Python's does not:
 //!
 //! - a worker killed in the middle of a task (`kill -9`) fails that task's `get()` with
@@ -36,11 +40,8 @@ compile_error!(
      makes it die with the pool (PR_SET_PDEATHSIG), and this target has neither"
 );
 
-// Private here: a pool's values cross as plain postcard, without descriptors. The spawn
-// bootstrap uses it to hand a worker its socket.
 #[cfg(target_os = "linux")]
-#[allow(unused_imports)]
-mod fds;
+pub mod fds;
 #[cfg(target_os = "linux")]
 mod forkserver;
 #[cfg(target_os = "linux")]

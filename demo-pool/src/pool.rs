@@ -334,7 +334,7 @@ impl Pool {
     /// Queues a task frame; its outcome goes to the slot returned, or on to `forward`.
     fn submit(
         &self,
-        frame: Vec<u8>,
+        frame: worker::Frame,
         deadline: Option<Duration>,
         forward: Option<Forward>,
     ) -> Result<Arc<Slot>, Error> {
@@ -350,7 +350,8 @@ impl Pool {
             return Err(Error::NotRunning);
         }
         state.pending.push_back(Job {
-            frame,
+            frame: frame.bytes,
+            fds: frame.fds,
             slot: Arc::clone(&slot),
             deadline,
         });

@@ -357,3 +357,39 @@ fn spawn_and_forkserver_without_run_if_spawned_are_a_clear_error() {
     assert_eq!(Pool::DEFAULT_START_METHOD, StartMethod::Fork);
     assert!(Pool::new(1).is_ok());
 }
+
+/// A value holding descriptors: as many ends of pipes as it is given.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ends(Vec<WithFd>);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WithFd(#[serde(with = "demo_pool::fds")] OwnedFd);
+
+fn some_ends(n: usize) -> Ends {
+    Ends(
+        (0..n)
+            .map(|_| WithFd(std::os::unix::net::UnixStream::pair().unwrap().0.into()))
+            .collect(),
+    )
+}
+
+#[test]
+fn descriptors_beyond_what_crosses_are_a_clear_serde_error() {
+    let pool = Pool::new(1).unwrap();
+    let serde = |result: Result<(), Error>, says: &str| match result {
+        Err(Error::Serde(why)) => assert!(why.contains(says), "{why}"),
+        other => panic!("{other:?}"),
+    };
+    // More than one message carries: refused here, before anything is sent.
+    let refused = pool.apply_async(|ends: Ends| ends.0.len(), some_ends(254));
+    serde(refused.map(drop), "at most 253 descriptors");
+    // 253 cross, and each arrives.
+    assert_eq!(
+        pool.apply(|ends: Ends| ends.0.len(), some_ends(253))
+            .unwrap(),
+        253
+    );
+    // A result crosses back without descriptors: one that holds some is an error of get().
+    let held = pool.apply(|n: usize| some_ends(n), 1).map(drop);
+    serde(held, "the result: it holds a descriptor");
+}

@@ -16,8 +16,9 @@
 //! in Linux's abstract namespace (a name that travels as the task's argument, where an
 //! inherited pipe would not reach a spawned worker), then waits to be killed.
 
+use std::io::{Read, Write};
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use demo_pool::{Error, Pool, StartMethod, run_if_spawned};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 use support::{Running, assert_all_end, descendants, ended, parent_of, run};
 
 mod support;
@@ -88,6 +90,74 @@ fn pool(n: usize, method: StartMethod) -> Pool {
     let pool = Pool::with_start_method(n, method).unwrap();
     assert_eq!(pool.start_method(), method);
     pool
+}
+
+/// An argument that holds a descriptor: one end of a socketpair, whose other end the test
+/// keeps. It crosses to the worker by `SCM_RIGHTS`, under every start method.
+#[derive(Serialize, Deserialize)]
+struct Through {
+    tag: u32,
+    #[serde(with = "demo_pool::fds")]
+    end: UnixStream,
+}
+
+/// Writes its tag and its worker's pid through the end it was given.
+fn write_through(through: Through) -> i32 {
+    let pid = std::process::id() as i32;
+    let line = format!("{} {pid}\n", through.tag);
+    (&through.end).write_all(line.as_bytes()).unwrap();
+    pid
+}
+
+/// A socketpair: the end the test reads (bounded), and the end that goes to a task.
+fn ends() -> (UnixStream, UnixStream) {
+    let (here, there) = UnixStream::pair().unwrap();
+    here.set_read_timeout(Some(BOUND)).unwrap();
+    (here, there)
+}
+
+/// Everything that was written to `here`, up to the end: every copy of the other end is
+/// closed by then, in the pool and in its workers.
+fn read_all(mut here: UnixStream) -> String {
+    let mut got = String::new();
+    here.read_to_string(&mut got).unwrap();
+    got
+}
+
+fn a_descriptor_in_the_arguments_works_in_the_worker(method: StartMethod) {
+    let pool = Pool::with_start_method(2, method).unwrap();
+    // One task at a time: the worker's line comes through, and once `get` returns no process
+    // holds the task's end any more (the read ends).
+    for tag in 0..3 {
+        let (here, there) = ends();
+        let pid = pool
+            .apply_async(write_through, Through { tag, end: there })
+            .unwrap()
+            .get()
+            .unwrap();
+        assert!(pool.pids().contains(&pid), "{pid} is not a worker");
+        assert_eq!(read_all(here), format!("{tag} {pid}\n"));
+    }
+    // Many at once, and through `map`: several descriptors in a frame, several frames in a
+    // write; each reaches its own task.
+    for by_map in [false, true] {
+        let (heres, theres): (Vec<_>, Vec<_>) = (0..6).map(|_| ends()).unzip();
+        let items = theres.into_iter().enumerate().map(|(tag, end)| Through {
+            tag: tag as u32,
+            end,
+        });
+        let pids: Vec<i32> = if by_map {
+            pool.map(write_through, items).unwrap()
+        } else {
+            let pending: Vec<_> = items
+                .map(|item| pool.apply_async(write_through, item).unwrap())
+                .collect();
+            pending.into_iter().map(|r| r.get().unwrap()).collect()
+        };
+        for (tag, (here, pid)) in heres.into_iter().zip(pids).enumerate() {
+            assert_eq!(read_all(here), format!("{tag} {pid}\n"));
+        }
+    }
 }
 
 fn results_come_back_in_order_from_the_workers(method: StartMethod) {
@@ -415,6 +485,10 @@ fn a_task_past_its_deadline_is_killed_and_replaced(method: StartMethod) {
 }
 
 const CHECKS: &[(&str, Check)] = &[
+    (
+        "a_descriptor_in_the_arguments_works_in_the_worker",
+        a_descriptor_in_the_arguments_works_in_the_worker,
+    ),
     ("imap_starmap_and_map_async", imap_starmap_and_map_async),
     (
         "the_initializer_and_maxtasksperchild",

@@ -323,6 +323,12 @@ fn shutdown(state: &mut State, mut links: Vec<Link>, kill_them: bool, reason: Er
 fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) -> Vec<RawFd> {
     let mut fds = vec![shared.wake.as_raw_fd(), woken.as_raw_fd()];
     fds.extend(state.workers.iter().map(|w| w.tasks.as_raw_fd()));
+    // And the descriptors that tasks carry: a worker holds only those of its own tasks.
+    let jobs = state
+        .pending
+        .iter()
+        .chain(state.workers.iter().flat_map(|w| &w.sent));
+    fds.extend(jobs.flat_map(|job| &job.fds).map(|fd| fd.as_raw_fd()));
     for link in links {
         fds.push(link.results.as_raw_fd());
         fds.extend(link.process.sentinel().map(|s| s.as_raw_fd()));

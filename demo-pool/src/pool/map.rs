@@ -3,6 +3,7 @@
 //! parts come in; the first part to fail settles it with that error, as in Python.
 
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -158,14 +159,14 @@ fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
 fn call_star_chunk<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
     task: usize,
     args: &[u8],
+    fds: Vec<OwnedFd>,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     // SAFETY: as in `call_one`: `starmap_async::<A, B, R>` sent this function with a
     // `fn(A, B) -> R`, and `serve` found both in this image as `call_one` says.
     let task = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(task) };
-    let items: Vec<(A, B)> =
-        postcard::from_bytes(args).map_err(|e| worker::uncodable("the arguments", e))?;
+    let items: Vec<(A, B)> = worker::arguments(args, fds)?;
     let results: Vec<R> = items.into_iter().map(|(a, b)| task(a, b)).collect();
-    postcard::to_io(&results, out).map_err(|e| worker::uncodable("the result", e))?;
+    postcard::to_io(&results, out).map_err(|e| worker::unsendable(&results, e))?;
     Ok(())
 }

@@ -61,7 +61,11 @@ impl Builder {
     {
         let call = worker::call_one::<A, ()>;
         match worker::task_frame(call, init as usize, &initargs) {
-            Ok(frame) => self.start.init = Some(frame),
+            Ok(frame) if frame.fds.is_empty() => self.start.init = Some(frame.bytes),
+            Ok(_) => {
+                self.error =
+                    Some("initargs: an initializer's arguments carry no descriptors".into())
+            }
             Err(e) => self.error = Some(format!("initargs: {e}")),
         }
         self

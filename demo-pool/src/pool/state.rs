@@ -5,15 +5,18 @@
 //! tasks behind it, which had not started, go back to the front of the queue.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::unistd::Pid;
 
 use super::{Outcome, Ran, Slot};
+use crate::fds;
 
 pub(super) struct Shared {
     pub(super) state: Mutex<State>,
@@ -41,6 +44,8 @@ pub(super) struct State {
 /// run it, and where its result goes.
 pub(super) struct Job {
     pub(super) frame: Vec<u8>,
+    /// The descriptors its arguments hold: copies go with each write of the frame.
+    pub(super) fds: Vec<OwnedFd>,
     pub(super) slot: Arc<Slot>,
     /// How long it may run once started; a job with one goes to a worker that holds nothing
     /// else, so that killing the worker at the deadline touches no other task.
@@ -111,8 +116,10 @@ impl Worker {
         let now = Instant::now();
         self.quick = now - self.since < QUICK;
         self.since = now;
-        if let Some(job) = self.sent.pop_front() {
+        if let Some(mut job) = self.sent.pop_front() {
             self.sent_bytes -= job.frame.len() + WRITE_OVERHEAD;
+            // Closed before the result is out: once `get` returns, the pool holds no copy.
+            job.fds.clear();
             // Only a corrupt frame could overflow the clock; it would read as the fork's moment.
             let at = |offset| self.base.checked_add(offset).unwrap_or(self.base);
             let (pid, start, end) = (self.pid.as_raw(), at(start), at(end));
@@ -161,7 +168,12 @@ impl State {
 /// Sends up to `n` queued tasks to `worker`, in one write.
 fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
     let mut jobs = Vec::new();
+    let mut fd_count = 0;
     while let Some(job) = pending.front().filter(|_| jobs.len() < n) {
+        // The descriptors of one write go in one control message, which holds `MAX_FDS`.
+        if fd_count + job.fds.len() > fds::MAX_FDS {
+            break;
+        }
         // A worker with no task is reading, so its first task may be of any size. Tasks
         // behind it wait in the socket's buffer while the worker may be writing a result; if
         // they did not fit there, this write would wait for the worker, and the worker for
@@ -175,6 +187,7 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
             break;
         }
         let alone = job.deadline.is_some();
+        fd_count += job.fds.len();
         worker.sent_bytes = bytes;
         jobs.push(pending.pop_front().unwrap());
         if alone {
@@ -192,7 +205,12 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
             &joined
         }
     };
-    let (written, failed) = write_counting(&worker.tasks, bytes);
+    let raw: Vec<RawFd> = jobs
+        .iter()
+        .flat_map(|job| &job.fds)
+        .map(AsRawFd::as_raw_fd)
+        .collect();
+    let (written, failed) = write_counting(&worker.tasks, bytes, &raw);
     if worker.sent.is_empty() {
         worker.since = Instant::now();
     }
@@ -224,11 +242,20 @@ fn send(worker: &mut Worker, pending: &mut VecDeque<Job>, n: usize) {
     }
 }
 
-/// Writes `bytes`; returns how many were written and whether the write failed.
-fn write_counting(mut to: &UnixStream, bytes: &[u8]) -> (usize, bool) {
+/// Writes `bytes`, and `fds` with the first of them (`SCM_RIGHTS`); returns how many bytes
+/// were written and whether the write failed. Without descriptors, a plain `write`.
+fn write_counting(mut to: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> (usize, bool) {
     let mut written = 0;
     while written < bytes.len() {
-        match to.write(&bytes[written..]) {
+        let wrote = if written == 0 && !fds.is_empty() {
+            let iov = [IoSlice::new(bytes)];
+            let rights = [ControlMessage::ScmRights(fds)];
+            let flags = MsgFlags::MSG_NOSIGNAL;
+            sendmsg::<()>(to.as_raw_fd(), &iov, &rights, flags, None).map_err(io::Error::from)
+        } else {
+            to.write(&bytes[written..])
+        };
+        match wrote {
             Ok(0) => return (written, true),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

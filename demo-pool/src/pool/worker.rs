@@ -9,27 +9,37 @@
 //! (`call_one::<A, R>`), which decodes the arguments (postcard), calls the task and encodes
 //! its result. A spawned or forkserver worker reaches `spawned` only through the bootstrap of
 //! `spawn.rs`, which first checks that it runs the very file the pool runs.
+//!
+//! Arguments may hold descriptors (fields with `#[serde(with = "demo_pool::fds")]`: a pipe
+//! end, a socket, a memfd). The bytes of a task frame hold only their indices; the
+//! descriptors go with the frame's first bytes in the same write (`SCM_RIGHTS`), and the
+//! worker reads its socket with `recvmsg`, which keeps them, in order, until the frame is read
+//! whole. A frame without descriptors costs the same system calls as before: one write, and
+//! the worker's reads.
 
-use std::io::{self, BufReader, Read, Write};
-use std::os::fd::RawFd;
+use std::collections::VecDeque;
+use std::io::{self, BufReader, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
+use nix::sys::socket::{MsgFlags, recvmsg};
 use nix::time::{ClockId, clock_gettime};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Error, Outcome};
 use crate::panic_message::message;
-use crate::process;
+use crate::{fds, process};
 
-/// What a worker calls: decodes the arguments, calls the task, appends the encoded result.
-pub(super) type Call = fn(usize, &[u8], &mut Vec<u8>) -> Result<(), String>;
+/// What a worker calls: decodes the arguments (with the descriptors that came with them),
+/// calls the task, appends the encoded result.
+pub(super) type Call = fn(usize, &[u8], Vec<OwnedFd>, &mut Vec<u8>) -> Result<(), String>;
 
 /// A task frame: length of the rest (u32), the offsets of the `Call` and of the task from
-/// `anchor` (u64 each), the arguments (postcard).
-const TASK_HEADER: usize = 4 + 8 + 8;
+/// `anchor` (u64 each), how many descriptors came with it (u32), the arguments (postcard).
+const TASK_HEADER: usize = 4 + 8 + 8 + 4;
 /// A result frame: length of the rest (u32), kind (u8), when the task started and ended in
 /// nanoseconds after the pool's base moment (u64 each), the result (postcard) or a message.
 const RESULT_HEADER: usize = 4 + 1 + 8 + 8;
@@ -73,47 +83,92 @@ fn address_at(offset: u64) -> usize {
     (anchor as fn() as usize).wrapping_add(offset as usize)
 }
 
+/// A task frame, and the descriptors its arguments hold, which go with it.
+pub(super) struct Frame {
+    pub(super) bytes: Vec<u8>,
+    pub(super) fds: Vec<OwnedFd>,
+}
+
 pub(super) fn task_frame<A: Serialize + ?Sized>(
     call: Call,
     task: usize,
     args: &A,
-) -> Result<Vec<u8>, Error> {
+) -> Result<Frame, Error> {
     let mut frame = vec![0; TASK_HEADER];
     frame[4..12].copy_from_slice(&offset_of(call as usize).to_le_bytes());
     frame[12..20].copy_from_slice(&offset_of(task).to_le_bytes());
-    postcard::to_io(args, &mut frame).map_err(|e| Error::Serde(uncodable("the arguments", e)))?;
+    let mut fds = Vec::new();
+    // Plain postcard first: a value without descriptors is encoded once, straight into the
+    // frame. A descriptor field refuses plain postcard (`fds::serialize`); then `fds::encode`
+    // encodes the value again and collects its descriptors, or says why it cannot.
+    if postcard::to_io(args, &mut frame).is_err() {
+        frame.truncate(TASK_HEADER);
+        let message = fds::encode(args).map_err(|e| Error::Serde(format!("the arguments: {e}")))?;
+        frame.extend_from_slice(&message.bytes);
+        fds = message.fds;
+    }
     let len =
         u32::try_from(frame.len() - 4).map_err(|_| Error::Serde("arguments over 4 GiB".into()))?;
     frame[..4].copy_from_slice(&len.to_le_bytes());
-    Ok(frame)
+    // At most `fds::MAX_FDS`: `fds::encode` checked.
+    frame[20..24].copy_from_slice(&(fds.len() as u32).to_le_bytes());
+    Ok(Frame { bytes: frame, fds })
+}
+
+/// The arguments of a task, from their bytes and the descriptors that came with them.
+pub(super) fn arguments<A: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<A, String> {
+    if fds.is_empty() {
+        postcard::from_bytes(bytes).map_err(|e| uncodable("the arguments", e))
+    } else {
+        let message = fds::Message {
+            bytes: bytes.to_vec(),
+            fds,
+        };
+        fds::decode(message).map_err(|e| format!("the arguments: {e}"))
+    }
 }
 
 pub(super) fn call_one<A: DeserializeOwned, R: Serialize>(
     task: usize,
     args: &[u8],
+    fds: Vec<OwnedFd>,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     // SAFETY: `task` is the address, in this image, of a `fn(A) -> R` that `apply_async::<A, R>`
     // sent together with this very function, `call_one::<A, R>`: `serve` found both at the
     // offsets the pool took from `anchor` in an image of this same file (see `serve`).
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
-    let args = postcard::from_bytes(args).map_err(|e| uncodable("the arguments", e))?;
+    let args = arguments(args, fds)?;
     let result = task(args);
-    postcard::to_io(&result, out).map_err(|e| uncodable("the result", e))?;
+    postcard::to_io(&result, out).map_err(|e| unsendable(&result, e))?;
     Ok(())
 }
 
 pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
     task: usize,
     args: &[u8],
+    fds: Vec<OwnedFd>,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     // SAFETY: as in `call_one`: `map::<A, R>` sent this function with a `fn(A) -> R`.
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
-    let items: Vec<A> = postcard::from_bytes(args).map_err(|e| uncodable("the arguments", e))?;
+    let items: Vec<A> = arguments(args, fds)?;
     let results: Vec<R> = items.into_iter().map(task).collect();
-    postcard::to_io(&results, out).map_err(|e| uncodable("the result", e))?;
+    postcard::to_io(&results, out).map_err(|e| unsendable(&results, e))?;
     Ok(())
+}
+
+/// Why a task's result could not be encoded, in one sentence. A result crosses back as plain
+/// postcard: one that holds a descriptor is refused, and the error says so.
+pub(super) fn unsendable<R: Serialize + ?Sized>(result: &R, e: postcard::Error) -> String {
+    match fds::encode(result) {
+        Ok(message) if !message.fds.is_empty() => {
+            "the result: it holds a descriptor, and descriptors cross only to a worker, in a \
+             task's arguments"
+                .into()
+        }
+        _ => uncodable("the result", e),
+    }
 }
 
 /// Why `what` (the arguments, the result) could not cross, in one sentence.
@@ -193,7 +248,7 @@ fn begin(sock: &UnixStream, base: u64, start: &Start) -> i32 {
         let mut report = vec![0; RESULT_HEADER];
         let ran = panic::catch_unwind(AssertUnwindSafe(|| {
             let (call, task, args) = parse(init)?;
-            call(task, args, &mut Vec::new())
+            call(task, args, Vec::new(), &mut Vec::new())
         }));
         report[4] = match ran {
             Ok(Ok(())) => READY,
@@ -230,7 +285,12 @@ fn parse(frame: &[u8]) -> Result<(Call, usize, &[u8]), String> {
 /// has run `max_tasks`: 0. Each result says when its task started and ended, in nanoseconds
 /// after `base` (`monotonic_ns`).
 fn serve(sock: &UnixStream, base: u64, max_tasks: usize) -> i32 {
-    let mut reader = BufReader::with_capacity(64 * 1024, sock);
+    let tasks = Tasks {
+        sock,
+        fds: VecDeque::new(),
+        space: nix::cmsg_space!([RawFd; fds::MAX_FDS]),
+    };
+    let mut reader = BufReader::with_capacity(64 * 1024, tasks);
     let mut args = Vec::new();
     let mut out = Vec::new();
     let mut reseeded = false;
@@ -251,6 +311,13 @@ fn serve(sock: &UnixStream, base: u64, max_tasks: usize) -> i32 {
         if reader.read_exact(&mut args).is_err() {
             return 1;
         }
+        // Its descriptors came with its first bytes, so they are here, first in line.
+        let count = u32::from_le_bytes(header[20..24].try_into().unwrap()) as usize;
+        let queued = &mut reader.get_mut().fds;
+        if queued.len() < count {
+            return 1;
+        }
+        let fds: Vec<OwnedFd> = queued.drain(..count).collect();
         // SAFETY: only the pool writes to this socket, and it writes the offset from `anchor`
         // of a `Call`, taken in an image of this same executable file: this worker is a fork
         // of the pool's process, or was started from /proc/self/exe by spawn or by the
@@ -269,7 +336,8 @@ fn serve(sock: &UnixStream, base: u64, max_tasks: usize) -> i32 {
         out.clear();
         out.resize(RESULT_HEADER, 0);
         let start = monotonic_ns().saturating_sub(base);
-        let kind = match panic::catch_unwind(AssertUnwindSafe(|| call(task, &args, &mut out))) {
+        let kind = match panic::catch_unwind(AssertUnwindSafe(|| call(task, &args, fds, &mut out)))
+        {
             Ok(Ok(())) => RETURNED,
             Ok(Err(why)) => {
                 out.truncate(RESULT_HEADER);
@@ -300,4 +368,32 @@ fn serve(sock: &UnixStream, base: u64, max_tasks: usize) -> i32 {
         }
     }
     0
+}
+
+/// A worker's end of its task stream, read with `recvmsg`: the descriptors that come with
+/// the bytes are kept, in the order they came, until their frame is read whole. A `recvmsg`
+/// takes the descriptors of one write at most (the kernel stops there), so `space` always
+/// has room for them.
+struct Tasks<'a> {
+    sock: &'a UnixStream,
+    fds: VecDeque<OwnedFd>,
+    space: Vec<u8>,
+}
+
+impl Read for Tasks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut iov = [IoSliceMut::new(buf)];
+            let flags = MsgFlags::MSG_CMSG_CLOEXEC;
+            let space = Some(&mut self.space[..]);
+            match recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, space, flags) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(msg) => {
+                    self.fds.extend(fds::received_fds(&msg)?);
+                    return Ok(msg.bytes);
+                }
+            }
+        }
+    }
 }
