@@ -78,30 +78,79 @@ unsafe impl<T: Sync> Send for Mapping<T> {}
 // SAFETY: as for Send.
 unsafe impl<T: Sync> Sync for Mapping<T> {}
 
-impl<T> Mapping<T> {
+/// What a mapping holds: a tag that names the value's type, then the value. A memfd taken over
+/// as another type than the one it was made for (a `Shared<AtomicU64>`'s as a `Shared<u64>`, or
+/// as a `ProcessMutex`) is refused: a `&u64` must not see memory that an atomic changes.
+#[repr(C)]
+struct Tagged<T> {
+    tag: atomic::AtomicU64,
+    value: T,
+}
+
+/// A number for the type `T` in this executable: a hash of its `TypeId`, which is the same in
+/// every process that runs this very file (a spawned child's executable is checked to be it).
+fn tag_of<T: 'static>() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::any::TypeId::of::<T>().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Where a mapping's value lies, after its tag.
+fn value_in<T>(memory: &SharedMemory) -> NonNull<T> {
+    let offset = std::mem::offset_of!(Tagged<T>, value);
+    let at = memory
+        .ptr()
+        .map_addr(|a| a.checked_add(offset).expect("inside the mapping"));
+    at.cast::<T>()
+}
+
+impl<T: 'static> Mapping<T> {
     /// `value` in a new mapping; `pinned` says when the first page must stay mapped.
     fn new(value: T, pinned: fn(&SharedMemory) -> bool) -> io::Result<Mapping<T>> {
-        assert!(align_of::<T>() <= 4096, "a mapping is only page-aligned");
-        let memory = SharedMemory::new(c"demo-lock", size_of::<T>(), pinned)?;
-        let ptr = memory.ptr().cast::<T>();
-        // SAFETY: the mapping is page-aligned, at least `size_of::<T>()` bytes long, and no
-        // one else can see it yet.
-        unsafe { ptr.as_ptr().write(value) };
-        Ok(Mapping { ptr, memory })
+        assert!(
+            align_of::<Tagged<T>>() <= 4096,
+            "a mapping is only page-aligned"
+        );
+        let memory = SharedMemory::new(c"demo-lock", size_of::<Tagged<T>>(), pinned)?;
+        let tag = atomic::AtomicU64::new(tag_of::<T>());
+        // SAFETY: the mapping is page-aligned, at least `size_of::<Tagged<T>>()` bytes long,
+        // and no one else can see it yet.
+        unsafe {
+            memory
+                .ptr()
+                .cast::<Tagged<T>>()
+                .as_ptr()
+                .write(Tagged { tag, value })
+        };
+        Ok(Mapping {
+            ptr: value_in(&memory),
+            memory,
+        })
     }
 
     /// The `T` in a memfd that another process's `new` made, and sent here: the memfd is
-    /// checked to be sealed at `T`'s size.
+    /// checked to be sealed at the size of a tagged `T`, and its tag to name `T`.
     ///
     /// # Safety
     ///
     /// Any bytes must be a valid `T` (as `Plain` promises for the data; a robust mutex is
     /// only used through pthread, which checks what it finds).
     unsafe fn adopt(memfd: OwnedFd, pinned: fn(&SharedMemory) -> bool) -> io::Result<Self> {
-        assert!(align_of::<T>() <= 4096, "a mapping is only page-aligned");
-        let memory = SharedMemory::adopt(memfd, size_of::<T>(), pinned)?;
+        assert!(
+            align_of::<Tagged<T>>() <= 4096,
+            "a mapping is only page-aligned"
+        );
+        let memory = SharedMemory::adopt(memfd, size_of::<Tagged<T>>(), pinned)?;
+        // SAFETY: the tag is the first 8 bytes of a page-aligned mapping at least that long,
+        // an atomic valid whatever its bytes, mapped as long as `memory`.
+        let tag = unsafe { memory.ptr().cast::<atomic::AtomicU64>().as_ref() };
+        if tag.load(atomic::Ordering::SeqCst) != tag_of::<T>() {
+            let why = "the shared memory sent holds another type than the one received";
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
         Ok(Mapping {
-            ptr: memory.ptr().cast::<T>(),
+            ptr: value_in(&memory),
             memory,
         })
     }
@@ -280,8 +329,9 @@ struct Inner<T> {
 impl<T> Inner<T> {
     /// Whether the first page must stay mapped when this process lets go of the mapping.
     fn pinned(memory: &SharedMemory) -> bool {
-        // SAFETY: the mapping holds an `Inner<T>` and is still mapped; only the mutex is read.
-        let inner = unsafe { memory.ptr().cast::<Inner<T>>().as_ref() };
+        // SAFETY: the mapping holds a tagged `Inner<T>` and is still mapped; only the mutex is
+        // read.
+        let inner = unsafe { value_in::<Inner<T>>(memory).as_ref() };
         !inner.mutex.may_unmap()
     }
 }

@@ -52,7 +52,7 @@ fn noop(x: u64) -> u64 {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some(EXIT) {
+    if std::env::args_os().nth(1).is_some_and(|a| a == EXIT) {
         return;
     }
     // A spawned worker is this program run again: it becomes a worker here, ours or

@@ -31,10 +31,14 @@ fn peak_mib(who: libc::c_int) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let chunksize = args.get(1).map_or(Ok(1000), |c| c.parse::<usize>());
-    let (call, chunksize) = match (args.first().map(String::as_str), chunksize) {
-        (Some(call @ ("map" | "imap" | "imap_unordered")), Ok(n)) if n > 0 => (call, n),
+    // `args_os`: an argument that is not UTF-8 is a usage error, not a panic.
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(|a| a.to_str().ok_or(()));
+    let chunksize = arg(1).map_or(Ok(1000), |c| {
+        c.and_then(|c| c.parse::<usize>().map_err(drop))
+    });
+    let (call, chunksize) = match (arg(0), chunksize) {
+        (Some(Ok(call @ ("map" | "imap" | "imap_unordered"))), Ok(n)) if n > 0 => (call, n),
         _ => {
             eprintln!("usage: memory_pool map|imap|imap_unordered [CHUNKSIZE]");
             return ExitCode::from(2);

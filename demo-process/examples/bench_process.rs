@@ -56,10 +56,18 @@ fn report(id: &str, who: &str, value: f64, unit: &str) {
 
 fn main() {
     run_if_spawned();
-    match std::env::args().nth(1).as_deref() {
+    match std::env::args_os().nth(1).as_ref().and_then(|a| a.to_str()) {
         Some("--exit-now") => return,
-        // SAFETY: `BareServer::start` put the server's socket on descriptor 3 for it.
-        Some("--bare-server") => return serve(unsafe { OwnedFd::from_raw_fd(3) }),
+        Some("--bare-server") => {
+            // SAFETY: fcntl(F_GETFD) only asks whether descriptor 3 is open.
+            if unsafe { libc::fcntl(3, libc::F_GETFD) } < 0 {
+                eprintln!("bench_process: --bare-server is only for the server this bench starts");
+                std::process::exit(2);
+            }
+            // SAFETY: descriptor 3 is open, and at the start of main nothing in this program
+            // owns a descriptor above 2: `BareServer::start` put the server's socket there.
+            return serve(unsafe { OwnedFd::from_raw_fd(3) });
+        }
         _ => {}
     }
     let n = if std::env::var_os("BENCH_QUICK").is_some() {

@@ -388,8 +388,51 @@ fn spawn_this_program(socket: BorrowedFd) -> io::Result<i32> {
 #[inline(never)]
 fn anchor() {}
 
-fn offset_of(address: usize) -> u64 {
-    address.wrapping_sub(anchor as fn() as usize) as u64
+/// The distance of a function of this executable from `anchor`, the same in every image of
+/// the file. A function of a shared library (a Rust dylib, with `-C prefer-dynamic`) lies in a
+/// mapping placed apart from the executable's: its distance would mean nothing in another
+/// image, and is refused.
+fn offset_of(address: usize) -> io::Result<u64> {
+    if !in_this_file(address) {
+        let why = "a spawned call must be a function of the executable itself, not of a shared \
+                   library: another image finds it by its distance from a function of the file";
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+    }
+    Ok(address.wrapping_sub(anchor as fn() as usize) as u64)
+}
+
+/// Whether `address` lies in a mapping of the executable's own file (the file that holds
+/// `anchor`), as `/proc/self/maps` lists them, read once.
+pub(crate) fn in_this_file(address: usize) -> bool {
+    static RANGES: OnceLock<Vec<(usize, usize)>> = OnceLock::new();
+    let ranges = RANGES.get_or_init(|| {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        // start-end perms offset dev inode path
+        let mappings: Vec<(usize, usize, &str)> = maps
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let (start, end) = fields.next()?.split_once('-')?;
+                let path = fields.nth(4).unwrap_or("");
+                let hex = |s| usize::from_str_radix(s, 16).ok();
+                Some((hex(start)?, hex(end)?, path))
+            })
+            .collect();
+        let anchor = anchor as fn() as usize;
+        let file = mappings
+            .iter()
+            .find(|(start, end, _)| (*start..*end).contains(&anchor))
+            .map(|m| m.2)
+            .filter(|path| !path.is_empty());
+        mappings
+            .iter()
+            .filter(|m| Some(m.2) == file)
+            .map(|m| (m.0, m.1))
+            .collect()
+    });
+    ranges
+        .iter()
+        .any(|(start, end)| (*start..*end).contains(&address))
 }
 
 /// The function `offset` bytes from `anchor` in this image, as an `F` (a `fn` pointer type).
@@ -438,8 +481,8 @@ impl Task {
         R: Serialize,
     {
         Ok(Task {
-            trampoline: offset_of(trampoline::<A, R> as Trampoline as usize),
-            target: offset_of(target as usize),
+            trampoline: offset_of(trampoline::<A, R> as Trampoline as usize)?,
+            target: offset_of(target as usize)?,
             args: fds::encode(args)?,
         })
     }
@@ -523,5 +566,15 @@ mod tests {
         fds::send_all(a.as_fd(), &[0; HEADER + 16 + 12]).unwrap();
         let err = receive(b.as_fd()).unwrap_err();
         assert!(err.to_string().contains("bootstrap"), "{err}");
+    }
+    /// Only the executable's own functions have a distance from `anchor` that another image
+    /// shares: one of the C library (a shared library) is not taken for one of them.
+    #[test]
+    fn only_functions_of_the_executable_are_followed() {
+        assert!(in_this_file(double as fn(u64) -> u64 as usize));
+        assert!(!in_this_file(
+            libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize
+        ));
+        assert!(offset_of(libc::abort as unsafe extern "C" fn() -> ! as usize).is_err());
     }
 }

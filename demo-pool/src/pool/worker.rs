@@ -74,7 +74,14 @@ pub(super) enum Report {
 #[inline(never)]
 fn anchor() {}
 
+/// A task's distance from `anchor`. A function of a shared library (a Rust dylib) lies apart
+/// from the executable, and its distance would mean nothing in another image: a bug in how the
+/// program is built, refused loudly.
 fn offset_of(address: usize) -> u64 {
+    assert!(
+        crate::spawn::in_this_file(address),
+        "a pool task must be a function of the executable itself, not of a shared library"
+    );
     address.wrapping_sub(anchor as fn() as usize) as u64
 }
 
