@@ -143,7 +143,8 @@ impl Pool {
         finished
             .recv()
             .expect("a pool thread panicked outside an item's call");
-        let outputs = mem::take(&mut batch.outputs.lock().unwrap().done);
+        let outputs = batch.outputs.lock().unwrap().done.take();
+        let outputs = outputs.expect("the outputs are back in place once the last chunk is in");
         assert_eq!(outputs.len(), n, "every chunk is in place");
         outputs
     }
@@ -167,7 +168,8 @@ struct Batch<T, U, E> {
 /// them from the start; a chunk that finishes before its turn waits in `early`.
 struct Outputs<U> {
     next: usize,
-    done: Vec<U>,
+    /// `None` while a thread has it out, appending chunks to it with the lock released.
+    done: Option<Vec<U>>,
     early: Vec<Option<Vec<U>>>,
     /// Empty vectors of chunks that went in, for the jobs to fill again.
     spare: Vec<Vec<U>>,
@@ -183,7 +185,7 @@ impl<T, U, E: Fn(T) -> U> Batch<T, U, E> {
             each,
             outputs: Mutex::new(Outputs {
                 next: 0,
-                done: Vec::with_capacity(n),
+                done: Some(Vec::with_capacity(n)),
                 early: (0..chunks).map(|_| None).collect(),
                 spare: Vec::new(),
             }),
@@ -204,6 +206,11 @@ impl<T, U, E: Fn(T) -> U> Batch<T, U, E> {
                     return;
                 }
                 items.extend(rest.by_ref().take(self.chunk));
+                if rest.len() == 0 {
+                    // New: the items' buffer is freed here, in a pool thread, rather than by
+                    // the caller once every chunk is in.
+                    *rest = Vec::new().into_iter();
+                }
                 *next += 1;
                 *next - 1
             };
@@ -212,24 +219,48 @@ impl<T, U, E: Fn(T) -> U> Batch<T, U, E> {
                 outputs = spare.unwrap_or_else(|| Vec::with_capacity(self.chunk));
             }
             outputs.extend(items.drain(..).map(&self.each));
-            let mut guard = self.outputs.lock().unwrap();
-            let all = &mut *guard;
-            if k != all.next {
-                all.early[k] = Some(mem::take(&mut outputs));
-                continue;
+            self.put_in_place(k, &mut outputs, done);
+        }
+    }
+
+    /// Chunk `k`'s outputs go in their place: at once if the chunk is next in line and nobody
+    /// is appending, otherwise into `early` for the thread that is. The appending itself, a
+    /// copy of the chunk's outputs, runs with the lock released, so that the other threads
+    /// can hand in their chunks meanwhile; the vector of all outputs is with one thread at a
+    /// time, and it goes back under the lock only once no chunk in line is left waiting.
+    fn put_in_place(&self, k: usize, outputs: &mut Vec<U>, done: &Sender<()>) {
+        let mut guard = self.outputs.lock().unwrap();
+        let all = &mut *guard;
+        let mut writing = match all.done.take() {
+            Some(writing) if k == all.next => writing,
+            other => {
+                all.done = other;
+                all.early[k] = Some(mem::take(outputs));
+                return;
             }
-            // This chunk is next in line: it goes in, and so do those that finished early
-            // and were waiting for it. `append` moves the outputs and keeps the vector.
-            all.done.append(&mut outputs);
-            all.next += 1;
-            while let Some(mut early) = all.early.get_mut(all.next).and_then(Option::take) {
-                all.done.append(&mut early);
-                all.spare.push(early);
-                all.next += 1;
-            }
-            if all.next == self.chunks {
-                // The caller may have gone (a panic while waiting): nobody left to tell.
-                let _ = done.send(());
+        };
+        all.next += 1;
+        drop(guard);
+        // `append` moves the outputs and keeps the vector.
+        writing.append(outputs);
+        loop {
+            let mut all = self.outputs.lock().unwrap();
+            let next = all.next;
+            match all.early.get_mut(next).and_then(Option::take) {
+                Some(mut early) => {
+                    all.next += 1;
+                    drop(all);
+                    writing.append(&mut early);
+                    self.outputs.lock().unwrap().spare.push(early);
+                }
+                None => {
+                    all.done = Some(writing);
+                    if all.next == self.chunks {
+                        // The caller may have gone (a panic while waiting): nobody left to tell.
+                        let _ = done.send(());
+                    }
+                    return;
+                }
             }
         }
     }
