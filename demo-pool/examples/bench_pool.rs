@@ -23,8 +23,8 @@
 //! 8 bytes over a socketpair to a forked child that echoes them.
 //!
 //! Beside them, `procspawn`'s pool (a spawn pool whose values cross by ipc-channel): its
-//! `Pool::new(4)` + `shutdown`, one `spawn(..).join()` round trip, and items sent one `spawn`
-//! each (it has no `map`).
+//! `Pool::new(4)` + `shutdown`, one `spawn(..).join()` round trip, and the `map` items sent as
+//! four chunks, one `spawn` each (it has no `map`).
 //!
 //! Run with: `cargo run --release -p demo-pool --example bench_pool` (`BENCH_QUICK=1` for a short run)
 
@@ -37,6 +37,7 @@ use std::time::Instant;
 use demo_pool::{Pool, StartMethod, run_if_spawned};
 use nix::cmsg_space;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CpuSet, sched_getcpu, sched_setaffinity};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
     sendmsg, socketpair,
@@ -68,7 +69,6 @@ fn main() {
     // measurements left in memory. python/bench.py does the same. The bare server is forked
     // now, while this process has one thread, as a forkserver is.
     let server = BareServer::start();
-    let echo = Echo::start();
     for method in StartMethod::ALL {
         let ms = median(repeats * 3, || {
             let start = Instant::now();
@@ -104,23 +104,6 @@ fn main() {
         tasks as f64 / start.elapsed().as_secs_f64()
     });
     report("pool.apply_async", "ours", rate, "tasks/s");
-    let round_trips = tasks / 4;
-    let us = median(repeats, || {
-        let start = Instant::now();
-        for i in 0..round_trips {
-            assert_eq!(pool.apply(noop, i), Ok(i));
-        }
-        start.elapsed().as_secs_f64() * 1e6 / round_trips as f64
-    });
-    report("pool.apply", "ours", us, "us");
-    let us = median(repeats, || {
-        let start = Instant::now();
-        for i in 0..round_trips {
-            assert_eq!(echo.round_trip(i), i);
-        }
-        start.elapsed().as_secs_f64() * 1e6 / round_trips as f64
-    });
-    report("pool.apply", "limit", us, "us");
     let rate = median(repeats, || {
         let start = Instant::now();
         assert_eq!(pool.map(noop, 0..items).unwrap().len(), items as usize);
@@ -145,25 +128,70 @@ fn main() {
     });
     report("pool.create_join.spawn", "procspawn", ms, "ms");
     let pool = procspawn::Pool::new(4).unwrap();
-    let us = median(repeats, || {
-        let start = Instant::now();
-        for i in 0..round_trips / 10 {
-            assert_eq!(pool.spawn(i, noop).join().unwrap(), i);
-        }
-        start.elapsed().as_secs_f64() * 1e6 / (round_trips / 10) as f64
-    });
-    report("pool.apply", "procspawn", us, "us");
-    let few = tasks / 10;
+    // procspawn has no `map`: the items go as four chunks, one `spawn` per worker, each a
+    // `Vec` that crosses whole. Four, not more: a fifth chunk this large, sent while every
+    // worker is busy, blocks procspawn's `spawn` for good (its send waits on a worker that
+    // waits on its caller).
     let rate = median(repeats, || {
         let start = Instant::now();
-        let handles: Vec<_> = (0..few).map(|i| pool.spawn(i, noop)).collect();
+        let chunk = items.div_ceil(4);
+        let handles: Vec<_> = (0..4)
+            .map(|c| {
+                let part: Vec<u64> = (c * chunk..((c + 1) * chunk).min(items)).collect();
+                pool.spawn(part, |part: Vec<u64>| {
+                    part.into_iter().map(noop).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut done = 0;
         for handle in handles {
-            handle.join().unwrap();
+            done += handle.join().unwrap().len();
         }
-        few as f64 / start.elapsed().as_secs_f64()
+        assert_eq!(done, items as usize);
+        items as f64 / start.elapsed().as_secs_f64()
     });
     report("pool.map", "procspawn", rate, "items/s");
     pool.shutdown();
+
+    round_trips(repeats, tasks / 4);
+}
+
+/// One `apply` at a time, ours, procspawn's and the bare echo's, with this process and all
+/// that it starts from now on held to the CPU it runs on. A round trip is two wake-ups of
+/// another process; on this kind of machine (two virtual CPUs) a wake-up across CPUs costs
+/// some 75 µs and one on the same CPU 3–5 µs, and the scheduler's choice between the two
+/// flips from run to run, for the bare echo as for a pool. On one CPU each figure is the cost
+/// of the mechanism, and the three take turns, repeat by repeat, so that they share the
+/// machine's moods.
+fn round_trips(repeats: usize, round_trips: u64) {
+    let mut cpu = CpuSet::new();
+    cpu.set(sched_getcpu().unwrap()).unwrap();
+    sched_setaffinity(Pid::from_raw(0), &cpu).unwrap();
+    let pool = Pool::new(4).unwrap();
+    let echo = Echo::start();
+    let peer = procspawn::Pool::new(4).unwrap();
+    let (mut ours, mut limit, mut procspawn) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for i in 0..round_trips {
+            assert_eq!(pool.apply(noop, i), Ok(i));
+        }
+        ours.push(start.elapsed().as_secs_f64() * 1e6 / round_trips as f64);
+        let start = Instant::now();
+        for i in 0..round_trips {
+            assert_eq!(echo.round_trip(i), i);
+        }
+        limit.push(start.elapsed().as_secs_f64() * 1e6 / round_trips as f64);
+        let start = Instant::now();
+        for i in 0..round_trips / 10 {
+            assert_eq!(peer.spawn(i, noop).join().unwrap(), i);
+        }
+        procspawn.push(start.elapsed().as_secs_f64() * 1e6 / (round_trips / 10) as f64);
+    }
+    peer.shutdown();
+    report("pool.apply", "ours", middle(ours), "us");
+    report("pool.apply", "limit", middle(limit), "us");
+    report("pool.apply", "procspawn", middle(procspawn), "us");
 }
 
 /// The floor under any pool of forked processes: fork `n` children that exit at once, reap
@@ -203,8 +231,8 @@ struct Echo {
 impl Echo {
     fn start() -> Echo {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        // SAFETY: this process has a single thread here; the child only reads and writes its
-        // socket and ends with `_exit`.
+        // SAFETY: the child only reads and writes its socket, system calls that take no lock
+        // another thread of this process may hold, and ends with `_exit`.
         match unsafe { fork() }.unwrap() {
             ForkResult::Parent { .. } => Echo { stream: ours },
             ForkResult::Child => {
@@ -316,7 +344,10 @@ fn serve(requests: RawFd) {
     }
 }
 fn median(repeats: usize, mut measure: impl FnMut() -> f64) -> f64 {
-    let mut values: Vec<f64> = (0..repeats).map(|_| measure()).collect();
+    middle((0..repeats).map(|_| measure()).collect())
+}
+
+fn middle(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }

@@ -473,7 +473,11 @@ impl Slot {
         match &self.forward {
             None => {
                 *slot = Some(outcome);
-                if self.waiting.load(Ordering::Relaxed) {
+                let waiting = self.waiting.load(Ordering::Relaxed);
+                drop(slot);
+                // After the unlock: a waiter woken while the lock is still held would only
+                // wait for it again, which on a busy CPU costs two more switches.
+                if waiting {
                     self.settled.notify_all();
                 }
             }

@@ -13,7 +13,7 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 
 use super::state::{Shared, State, Status, Worker};
 use super::worker::Report;
-use super::{Error, lock, worker};
+use super::{Error, Outcome, Slot, lock, worker};
 use crate::forkserver;
 use crate::process::{self, Process, StartMethod};
 use crate::spawn::{self, Task};
@@ -100,72 +100,98 @@ fn manage(
     start: &worker::Start,
 ) -> io::Result<()> {
     let mut scratch = vec![0; 64 * 1024];
+    let mut settled = Vec::new();
     let mut due = None;
     loop {
-        let (results, ended) = wait_for_events(woken, links, due)?;
-        drain(woken);
+        let (results, ended, wake) = wait_for_events(woken, links, due)?;
+        if wake {
+            drain(woken);
+        }
         let mut state = lock(&shared.state);
-        for &i in results.iter().chain(&ended) {
-            read_results(&mut links[i], &mut state.workers[i], &mut scratch);
-        }
-        // An initializer that fails would fail in every replacement too: the pool stops
-        // rather than fork workers for ever, and every task says why.
-        if let Some(why) = links.iter().find_map(|link| link.init_failed.as_ref()) {
-            return Err(io::Error::other(format!("the initializer panicked: {why}")));
-        }
-        // From the highest index down, so that removing a worker keeps the others' indexes.
-        for &i in ended.iter().rev() {
-            let pid = state.workers[i].pid;
-            let how = reap(&mut links[i].process);
-            if !state.workers[i].ready && how != "killed by SIGKILL" {
-                // Reaped: its pid may soon be another process's, so forget it. Its tasks
-                // had not started; the pool's end settles them.
-                let worker = state.workers.remove(i);
-                links.remove(i);
-                state.pending.extend(worker.sent);
-                return Err(io::Error::other(format!(
-                    "the initializer ended its worker: {how}"
-                )));
+        let step = 'step: {
+            for &i in results.iter().chain(&ended) {
+                let ended = ended.contains(&i);
+                read_results(
+                    &mut links[i],
+                    &mut state.workers[i],
+                    ended,
+                    &mut scratch,
+                    &mut settled,
+                );
             }
-            // Its oldest task is the one it was running; the ones behind it had not started,
-            // so they go back to the front of the queue for another worker.
-            let mut sent = std::mem::take(&mut state.workers[i].sent);
-            state.workers[i].sent_bytes = 0;
-            if let Some(job) = sent.pop_front() {
-                let pid = pid.as_raw();
-                job.slot.settle(Err(match job.deadline {
-                    Some(deadline) if state.workers[i].overdue => Error::TimedOut { pid, deadline },
-                    _ => Error::WorkerDied { pid, how },
-                }));
+            // An initializer that fails would fail in every replacement too: the pool stops
+            // rather than fork workers for ever, and every task says why.
+            if let Some(why) = links.iter().find_map(|link| link.init_failed.as_ref()) {
+                break 'step Some(Err(io::Error::other(format!(
+                    "the initializer panicked: {why}"
+                ))));
             }
-            while let Some(job) = sent.pop_back() {
-                state.pending.push_front(job);
-            }
-            if state.status == Status::Running || !state.pending.is_empty() {
-                let inherited = pool_fds(shared, woken, &state, links);
-                match start_worker(method, inherited, start) {
-                    Ok((worker, link)) => {
-                        state.workers[i] = worker;
-                        links[i] = link;
-                    }
-                    Err(e) => {
-                        // Reaped: its pid may soon be another process's, so forget it.
-                        state.workers.remove(i);
-                        links.remove(i);
-                        return Err(e);
-                    }
+            // From the highest index down, so that removing a worker keeps the others' indexes.
+            for &i in ended.iter().rev() {
+                let pid = state.workers[i].pid;
+                let how = reap(&mut links[i].process);
+                if !state.workers[i].ready && how != "killed by SIGKILL" {
+                    // Reaped: its pid may soon be another process's, so forget it. Its tasks
+                    // had not started; the pool's end settles them.
+                    let worker = state.workers.remove(i);
+                    links.remove(i);
+                    state.pending.extend(worker.sent);
+                    break 'step Some(Err(io::Error::other(format!(
+                        "the initializer ended its worker: {how}"
+                    ))));
                 }
-            } else {
-                state.workers.remove(i);
-                links.remove(i);
+                // Its oldest task is the one it was running; the ones behind it had not started,
+                // so they go back to the front of the queue for another worker.
+                let mut sent = std::mem::take(&mut state.workers[i].sent);
+                state.workers[i].sent_bytes = 0;
+                if let Some(job) = sent.pop_front() {
+                    let pid = pid.as_raw();
+                    job.slot.settle(Err(match job.deadline {
+                        Some(deadline) if state.workers[i].overdue => {
+                            Error::TimedOut { pid, deadline }
+                        }
+                        _ => Error::WorkerDied { pid, how },
+                    }));
+                }
+                while let Some(job) = sent.pop_back() {
+                    state.pending.push_front(job);
+                }
+                if state.status == Status::Running || !state.pending.is_empty() {
+                    let inherited = pool_fds(shared, woken, &state, links);
+                    match start_worker(method, inherited, start) {
+                        Ok((worker, link)) => {
+                            state.workers[i] = worker;
+                            links[i] = link;
+                        }
+                        Err(e) => {
+                            // Reaped: its pid may soon be another process's, so forget it.
+                            state.workers.remove(i);
+                            links.remove(i);
+                            break 'step Some(Err(e));
+                        }
+                    }
+                } else {
+                    state.workers.remove(i);
+                    links.remove(i);
+                }
             }
+            match state.status {
+                Status::Terminated => break 'step Some(Ok(())),
+                Status::Closed if state.idle() => break 'step Some(Ok(())),
+                _ => state.dispatch(),
+            }
+            due = kill_overdue(&mut state);
+            None
+        };
+        drop(state);
+        // Settled with the lock released: the thread woken by a result goes on at once, to
+        // submit its next task say, without waiting for this thread to let go of the lock.
+        settled
+            .drain(..)
+            .for_each(|(slot, outcome)| slot.settle(outcome));
+        if let Some(ended) = step {
+            return ended;
         }
-        match state.status {
-            Status::Terminated => return Ok(()),
-            Status::Closed if state.idle() => return Ok(()),
-            _ => state.dispatch(),
-        }
-        due = kill_overdue(&mut state);
     }
 }
 
@@ -184,12 +210,13 @@ fn kill_overdue(state: &mut State) -> Option<Instant> {
 }
 
 /// Waits until a worker sends results or ends, the pool wakes the manager, or `due` comes.
-/// Returns the indexes of the workers with results and of those that ended.
+/// Returns the indexes of the workers with results and of those that ended, and whether the
+/// pool woke it.
 fn wait_for_events(
     woken: &UnixStream,
     links: &mut [Link],
     due: Option<Instant>,
-) -> io::Result<(Vec<usize>, Vec<usize>)> {
+) -> io::Result<(Vec<usize>, Vec<usize>, bool)> {
     let mut fds = vec![PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
     let mut owners = vec![];
     for (i, link) in links.iter().enumerate() {
@@ -225,7 +252,8 @@ fn wait_for_events(
             }
         }
     }
-    Ok((results, ended))
+    let wake = fds[0].revents().is_some_and(|r| !r.is_empty());
+    Ok((results, ended, wake))
 }
 
 fn drain(woken: &UnixStream) {
@@ -233,13 +261,25 @@ fn drain(woken: &UnixStream) {
     while matches!((&*woken).read(&mut buf), Ok(n) if n > 0) {}
 }
 
-/// Reads whatever the worker has sent, without waiting, and settles the tasks it finished.
-/// A worker that died just after sending a result still has it read here.
-fn read_results(link: &mut Link, worker: &mut Worker, scratch: &mut [u8]) {
+/// Reads whatever the worker has sent, without waiting, and puts the tasks it finished in
+/// `settled`. A worker that died (`ended`) just after sending a result still has it read
+/// here, to the end of its stream.
+fn read_results(
+    link: &mut Link,
+    worker: &mut Worker,
+    ended: bool,
+    scratch: &mut [u8],
+    settled: &mut Vec<(Arc<Slot>, Outcome)>,
+) {
     loop {
         match recv(link.results.as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT) {
             Ok(0) => {
                 link.eof = true;
+                break;
+            }
+            // A live worker's stream read short is empty for now; more wakes the poll again.
+            Ok(n) if n < scratch.len() && !ended => {
+                link.received.extend_from_slice(&scratch[..n]);
                 break;
             }
             Ok(n) => link.received.extend_from_slice(&scratch[..n]),
@@ -259,7 +299,9 @@ fn read_results(link: &mut Link, worker: &mut Worker, scratch: &mut [u8]) {
         };
         used += 4 + len;
         match worker::result_of(frame) {
-            Some(Report::Ended(outcome, start, end)) => worker.finished(outcome, start, end),
+            Some(Report::Ended(outcome, start, end)) => {
+                worker.finished(outcome, start, end, settled)
+            }
             Some(Report::Ready) => {
                 worker.ready = true;
                 worker.since = Instant::now();

