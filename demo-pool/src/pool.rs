@@ -58,6 +58,7 @@ pub use options::Builder;
 use std::fmt;
 use std::io::{self, Write};
 use std::marker::PhantomData;
+use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
@@ -303,6 +304,17 @@ impl Pool {
         let mut state = lock(&self.shared.state);
         if state.status == Status::Running {
             state.status = Status::Closed;
+        }
+        if state.status == Status::Closed && state.idle() {
+            // New: with no task left, the workers are told to leave at once, while the
+            // manager wakes up: each reads the end of its task stream and exits. No task can
+            // reach them any more: a closed pool takes none, and none is queued. A worker
+            // still running its initializer is left to the manager, for whom its early end
+            // would be the initializer's failure.
+            for worker in state.workers.iter_mut().filter(|w| w.ready) {
+                worker.gone = true;
+                let _ = worker.tasks.shutdown(Shutdown::Write);
+            }
         }
         drop(state);
         self.wake_manager();
