@@ -3,7 +3,9 @@
 //! with `maxtasksperchild(MAX_TASKS_PER_CHILD)`, so that workers also leave and are replaced
 //! by themselves (`apply-async-killed-maxtasks`, `map-killed-maxtasks`); and with a deadline
 //! for every task, which some tasks run past, so that the pool kills workers too
-//! (`apply-async-killed-deadline`).
+//! (`apply-async-killed-deadline`); and with `THREADS` threads of this process each calling
+//! `apply`, one task at a time, so that each thread reads its results from its worker itself,
+//! and the results of the others' tasks on that worker too (`apply-threads-killed`).
 //!
 //! One run: `Pool(4)`, its workers started by `--start-method` (fork, spawn or forkserver),
 //! runs batches of small tasks while a thread of this process kills a random worker at random
@@ -34,8 +36,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::{Board, Options, Rng, Tally};
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 6] = [
     "apply-async-killed",
+    "apply-threads-killed",
     "map-killed",
     "apply-async-killed-maxtasks",
     "map-killed-maxtasks",
@@ -51,6 +54,8 @@ const LONG_EVERY: u64 = 25;
 const LONG: Duration = Duration::from_millis(200);
 
 const WORKERS: usize = 4;
+/// In `apply-threads-killed`, how many threads call `apply` at once.
+const THREADS: usize = 4;
 /// How long workers are killed before the last batch.
 const RUN: Duration = Duration::from_millis(200);
 /// The killer kills a worker at a random moment within this after the last kill.
@@ -203,6 +208,7 @@ fn run(opts: &Options, method: StartMethod) -> Result<i32, String> {
         log: log_name,
         board: Some(board.clone()),
         long,
+        threads: opts.scenario == "apply-threads-killed",
         ..Results::default()
     };
     let map = opts.scenario.starts_with("map-killed");
@@ -285,13 +291,15 @@ struct Results {
     timed_out: u64,
     /// Whether some tasks run past their deadline (`task_or_long`).
     long: bool,
+    /// Whether `THREADS` threads each call `apply`, rather than one thread `apply_async`.
+    threads: bool,
     lost: u64,
     corrupted: u64,
 }
 
 impl Results {
-    /// Runs tasks `next..next + BATCH` through `apply_async` + `get`, or through `map`, and
-    /// checks each result.
+    /// Runs tasks `next..next + BATCH` through `apply_async` + `get`, through `apply` from
+    /// several threads, or through `map`, and checks each result.
     fn batch(&mut self, pool: &Pool, next: &mut u64, map: bool, rng: &mut Rng) {
         let task = if self.long { task_or_long } else { task };
         let ids: Vec<u64> = (*next..*next + BATCH).collect();
@@ -310,6 +318,26 @@ impl Results {
                     }
                     Err(e) => self.check(chunk[0], Err(e)),
                 }
+            }
+        } else if self.threads {
+            let log = &self.log;
+            let results: Vec<(u64, Result<u64, Error>)> = thread::scope(|s| {
+                let threads: Vec<_> = (0..THREADS)
+                    .map(|t| {
+                        let mine = ids.iter().skip(t).step_by(THREADS);
+                        s.spawn(move || {
+                            let results = mine.map(|&i| (i, pool.apply(task, (log.clone(), i))));
+                            results.collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                threads
+                    .into_iter()
+                    .flat_map(|t| t.join().unwrap())
+                    .collect()
+            });
+            for (i, result) in results {
+                self.check(i, result);
             }
         } else {
             let pending: Vec<_> = ids

@@ -44,6 +44,7 @@
 //! - `imap.rs`: `imap` and `imap_unordered`, results as an iterator over a lazy input;
 //! - `deadline.rs`: `apply_async_timeout`, a task with a deadline.
 
+mod claim;
 mod deadline;
 mod imap;
 mod manager;
@@ -56,9 +57,10 @@ pub use imap::IMap;
 pub use options::Builder;
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::marker::PhantomData;
 use std::net::Shutdown;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
@@ -68,8 +70,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+
 use crate::process::StartMethod;
-use state::{Job, Shared, State, Status};
+use claim::Claim;
+use state::{Job, Shared, State, Status, Token};
 
 /// What went wrong with the pool or with one task. Asking a result again gives the same error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +147,9 @@ pub struct Pool {
 /// The result of `apply_async`, settled when the task ends, its worker dies or the pool ends.
 pub struct AsyncResult<R> {
     slot: Arc<Slot>,
+    /// The pool's state, where `get` finds the worker that holds the task, to read its
+    /// result there.
+    shared: Arc<Shared>,
     result: PhantomData<fn() -> R>,
 }
 
@@ -203,9 +211,13 @@ impl Pool {
         let (wake, woken) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         woken.set_nonblocking(true)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let event = EpollEvent::new(EpollFlags::EPOLLIN, Token::Wake.encode());
+        epoll.add(woken.as_fd(), event)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new()),
             wake,
+            epoll,
         });
         let (started_tx, started) = mpsc::channel();
         let manager_shared = Arc::clone(&shared);
@@ -263,7 +275,12 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        self.apply_async(task, args)?.get()
+        // The task is sent and its worker claimed in one step: this thread reads the result
+        // from the worker itself (see `claim.rs`).
+        let frame = worker::task_frame(worker::call_one::<A, R>, task as usize, &args)?;
+        let (slot, claim) = self.submit_claiming(frame, self.deadline, true)?;
+        let result = AsyncResult::new(&self.shared, slot);
+        result.wait_claimed(claim, None)
     }
 
     /// Python's `map(task, items)`: the results in the order of the items. As in Python, the
@@ -286,10 +303,8 @@ impl Pool {
             .chunks(chunk)
             .map(|chunk| {
                 let frame = worker::task_frame(worker::call_chunk::<A, R>, task as usize, chunk)?;
-                Ok(AsyncResult::<Vec<R>> {
-                    slot: self.submit(frame, self.deadline, None)?,
-                    result: PhantomData,
-                })
+                let slot = self.submit(frame, self.deadline, None)?;
+                Ok(AsyncResult::<Vec<R>>::new(&self.shared, slot))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let mut results = Vec::with_capacity(items.len());
@@ -317,7 +332,7 @@ impl Pool {
             }
         }
         drop(state);
-        self.wake_manager();
+        self.shared.wake_manager();
     }
 
     /// Python's `join()`: waits until every task has ended and every worker has been reaped.
@@ -337,7 +352,7 @@ impl Pool {
     /// unfinished task's `get()` says the pool was terminated.
     pub fn terminate(&mut self) {
         lock(&self.shared.state).status = Status::Terminated;
-        self.wake_manager();
+        self.shared.wake_manager();
         if let Some(manager) = self.manager.take() {
             let _ = manager.join();
         }
@@ -350,6 +365,28 @@ impl Pool {
         deadline: Option<Duration>,
         forward: Option<Forward>,
     ) -> Result<Arc<Slot>, Error> {
+        Ok(self.enqueue(frame, deadline, forward, false)?.0)
+    }
+
+    /// `submit`, and if `claim` and the task went to a worker at once, a claim on that
+    /// worker, taken under the same lock: then the manager's epoll never watches the worker
+    /// for this task.
+    fn submit_claiming(
+        &self,
+        frame: worker::Frame,
+        deadline: Option<Duration>,
+        claim: bool,
+    ) -> Result<(Arc<Slot>, Option<Claim<'_>>), Error> {
+        self.enqueue(frame, deadline, None, claim)
+    }
+
+    fn enqueue(
+        &self,
+        frame: worker::Frame,
+        deadline: Option<Duration>,
+        forward: Option<Forward>,
+        claim: bool,
+    ) -> Result<(Arc<Slot>, Option<Claim<'_>>), Error> {
         let slot = Arc::new(Slot {
             forward,
             ..Slot::default()
@@ -368,23 +405,32 @@ impl Pool {
             deadline,
         });
         state.dispatch();
+        let claim = claim
+            .then(|| Claim::take(&self.shared, &mut state, &slot))
+            .flatten();
+        state.sync_arms(&self.shared.epoll);
         drop(state);
         if deadline.is_some() {
             // The manager keeps the deadlines' clock: tell it of a new one.
-            self.wake_manager();
+            self.shared.wake_manager();
         }
-        Ok(slot)
-    }
-
-    fn wake_manager(&self) {
-        // A full wake socket already holds a wake-up, so a failed write loses nothing.
-        let _ = (&self.shared.wake).write(&[1]);
+        Ok((slot, claim))
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
+    }
+}
+
+impl<R> AsyncResult<R> {
+    fn new(shared: &Arc<Shared>, slot: Arc<Slot>) -> Self {
+        AsyncResult {
+            slot,
+            shared: Arc::clone(shared),
+            result: PhantomData,
+        }
     }
 }
 
@@ -419,6 +465,18 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 
     fn wait(&self, deadline: Option<Instant>) -> Result<R, Error> {
+        // The worker that holds the task, if one does and nobody reads its results yet, is
+        // read here (see `claim.rs`); otherwise whoever reads them settles the slot.
+        let claim = Claim::take(&self.shared, &mut lock(&self.shared.state), &self.slot);
+        self.wait_claimed(claim, deadline)
+    }
+
+    fn wait_claimed(&self, claim: Option<Claim>, deadline: Option<Instant>) -> Result<R, Error> {
+        if let Some(claim) = claim {
+            if !claim.read_until(&self.slot, deadline) {
+                return Err(Error::Timeout);
+            }
+        }
         let mut outcome = lock(&self.slot.outcome);
         loop {
             match &*outcome {

@@ -1,7 +1,7 @@
 //! The pool itself, through its API: `map` in input order, `get_timeout` timing out, `ran()`,
 //! the errors of misuse, a panicking task, a worker killed with SIGKILL mid-task, a task that
-//! ends its worker, `terminate()` and dropping the pool, and workers drawing different
-//! random numbers.
+//! ends its worker, `terminate()` and dropping the pool, workers drawing different random
+//! numbers, and threads that read their results from the workers themselves.
 //!
 //! A forked worker's output is lost inside the test harness: these tests look only at
 //! results, errors and pids. Tasks that must be mid-task when the test acts report their pid
@@ -392,4 +392,75 @@ fn descriptors_beyond_what_crosses_are_a_clear_serde_error() {
     // A result crosses back without descriptors: one that holds some is an error of get().
     let held = pool.apply(|n: usize| some_ends(n), 1).map(drop);
     serde(held, "the result: it holds a descriptor");
+}
+
+#[test]
+fn threads_waiting_on_the_same_workers_each_get_their_own_results() {
+    // Quick tasks: each worker holds several at once, so a thread that reads its own result
+    // from a worker reads, and settles, other threads' results too.
+    let pool = Pool::new(2).unwrap();
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let pool = &pool;
+                s.spawn(move || {
+                    let applied = (0..200).map(|i| pool.apply(square, t * 1000 + i));
+                    let waited: Vec<_> = (200..400)
+                        .map(|i| pool.apply_async(square, t * 1000 + i).unwrap())
+                        .collect();
+                    let got = waited.iter().map(|r| r.get());
+                    applied.chain(got).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (t, thread) in threads.into_iter().enumerate() {
+            let expected: Vec<_> = (0..400).map(|i| Ok(square(t as u64 * 1000 + i))).collect();
+            assert_eq!(thread.join().unwrap(), expected);
+        }
+    });
+}
+
+/// Whether thread `tid` of this process is waiting in `poll`, as a thread that reads its
+/// worker's results itself does (one that waits for the manager waits on a futex).
+fn polling(tid: Pid) -> bool {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    let call = std::fs::read_to_string(path).unwrap_or_default();
+    let number: Option<i64> = call.split_whitespace().next().and_then(|n| n.parse().ok());
+    #[cfg(target_arch = "x86_64")]
+    if number == Some(libc::SYS_poll) {
+        return true;
+    }
+    number == Some(libc::SYS_ppoll)
+}
+
+#[test]
+fn a_closed_pool_ends_when_a_waiting_thread_reads_the_last_result() {
+    let mut rendezvous = Rendezvous::new();
+    let mut pool = Pool::new(1).unwrap();
+    let result = pool.apply_async(report_and_wait, rendezvous.ends).unwrap();
+    let pid = rendezvous.next_pid();
+    pool.close();
+    let waiter = nix::unistd::gettid();
+    std::thread::scope(|s| {
+        let rendezvous = &mut rendezvous;
+        s.spawn(move || {
+            // The task ends only once `get` below waits on the worker's socket: the result
+            // is read by that thread, not by the manager.
+            let start = Instant::now();
+            while !polling(waiter) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "get never polled"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            rendezvous.release(1);
+        });
+        assert_eq!(result.get().unwrap().0, pid);
+    });
+    // The manager was not the one to read the last result; it must still learn that the
+    // closed pool has no work left, and end.
+    let (joined, join) = std::sync::mpsc::channel();
+    std::thread::spawn(move || joined.send(pool.join()));
+    assert_eq!(join.recv_timeout(Duration::from_secs(20)), Ok(Ok(())));
 }

@@ -2,7 +2,6 @@
 //! `kill_overdue` in `manager.rs`); a task with a deadline goes to a worker that holds no other
 //! task (see `send` in `state.rs`), so that killing the worker touches no other task.
 
-use std::marker::PhantomData;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -39,9 +38,7 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let frame = worker::task_frame(worker::call_one::<A, R>, task as usize, &args)?;
-        Ok(AsyncResult {
-            slot: self.submit(frame, deadline, None)?,
-            result: PhantomData,
-        })
+        let slot = self.submit(frame, deadline, None)?;
+        Ok(AsyncResult::new(&self.shared, slot))
     }
 }

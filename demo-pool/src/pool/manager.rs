@@ -2,8 +2,8 @@
 //! replacement, by the pool's start method, because the parent-death signal fires when the
 //! *thread* that started a process exits: that thread must live exactly as long as the pool.
 //! (A forkserver worker is the server's child; it dies with the server, and the server with
-//! the program.) It reads every result, and
-//! watches each worker through a pidfd; when one dies it fails the task that worker was
+//! the program.) It reads every result that no waiting thread reads itself (see `state.rs`),
+//! and watches each worker through a pidfd; when one dies it fails the task that worker was
 //! running, puts the tasks behind it back in the queue, and starts a replacement. At the end
 //! it stops, reaps and settles everything.
 
@@ -13,31 +13,25 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::socket::{MsgFlags, getsockopt, recv, setsockopt, sockopt};
+use nix::sys::socket::{getsockopt, setsockopt, sockopt};
 use nix::unistd::Pid;
 
-use super::state::{Shared, State, Status, Worker};
-use super::worker::Report;
+use super::state::{Shared, State, Status, Token, Worker};
 use super::{Error, Outcome, Slot, lock, worker};
 use crate::forkserver;
 use crate::process::{self, Process, StartMethod};
 use crate::spawn::{self, Task};
 
-/// A worker as the manager watches it: results come in on `results`, its end on its
-/// process's sentinel (a pidfd).
+/// A worker's process, which the manager alone holds: it starts and reaps it.
 struct Link {
-    results: UnixStream,
     process: Process,
-    received: Vec<u8>,
-    eof: bool,
-    /// What its initializer's panic said, if it panicked.
-    init_failed: Option<String>,
 }
 
 /// The manager thread: starts the first `n` workers, says on `started` whether it could, then
@@ -55,14 +49,21 @@ pub(super) fn run(
         let mut state = lock(&shared.state);
         (0..n).try_for_each(|_| {
             let inherited = pool_fds(shared, &woken, &state, &links);
-            let (worker, link) = start_worker(method, inherited, start)?;
+            let (worker, link) = start_worker(shared, method, inherited, start)?;
             state.workers.push(worker);
             links.push(link);
+            state.sync_arms(&shared.epoll);
             Ok(())
         })
     };
     if let Err(e) = first {
-        shutdown(&mut lock(&shared.state), links, true, Error::Terminated);
+        shutdown(
+            shared,
+            &mut lock(&shared.state),
+            links,
+            true,
+            Error::Terminated,
+        );
         let _ = started.send(Err(e));
         return;
     }
@@ -87,11 +88,11 @@ pub(super) fn run(
     };
     // A closed pool whose work is done lets its workers leave; anything else kills them.
     let gently = state.status == Status::Closed && state.idle();
-    shutdown(&mut state, links, !gently, reason);
+    shutdown(shared, &mut state, links, !gently, reason);
 }
 
-/// Runs until the pool is terminated, or closed with all its work done. Every result is read
-/// here, every dead worker is reaped and replaced here.
+/// Runs until the pool is terminated, or closed with all its work done. Every result that no
+/// waiting thread reads is read here; every dead worker is reaped and replaced here.
 fn manage(
     shared: &Shared,
     woken: &UnixStream,
@@ -101,88 +102,26 @@ fn manage(
 ) -> io::Result<()> {
     let mut scratch = vec![0; 64 * 1024];
     let mut settled = Vec::new();
+    let mut buffer = vec![EpollEvent::empty(); 64];
     let mut due = None;
     loop {
-        let (results, ended, wake) = wait_for_events(woken, links, due)?;
-        if wake {
+        let events = wait_for_events(shared, &mut buffer, due)?;
+        if events.contains(&Token::Wake) {
             drain(woken);
         }
         let mut state = lock(&shared.state);
-        let step = 'step: {
-            for &i in results.iter().chain(&ended) {
-                let ended = ended.contains(&i);
-                read_results(
-                    &mut links[i],
-                    &mut state.workers[i],
-                    ended,
-                    &mut scratch,
-                    &mut settled,
-                );
-            }
-            // An initializer that fails would fail in every replacement too: the pool stops
-            // rather than fork workers for ever, and every task says why.
-            if let Some(why) = links.iter().find_map(|link| link.init_failed.as_ref()) {
-                break 'step Some(Err(io::Error::other(format!(
-                    "the initializer panicked: {why}"
-                ))));
-            }
-            // From the highest index down, so that removing a worker keeps the others' indexes.
-            for &i in ended.iter().rev() {
-                let pid = state.workers[i].pid;
-                let how = reap(&mut links[i].process);
-                if !state.workers[i].ready && how != "killed by SIGKILL" {
-                    // Reaped: its pid may soon be another process's, so forget it. Its tasks
-                    // had not started; the pool's end settles them.
-                    let worker = state.workers.remove(i);
-                    links.remove(i);
-                    state.pending.extend(worker.sent);
-                    break 'step Some(Err(io::Error::other(format!(
-                        "the initializer ended its worker: {how}"
-                    ))));
-                }
-                // Its oldest task is the one it was running; the ones behind it had not started,
-                // so they go back to the front of the queue for another worker.
-                let mut sent = std::mem::take(&mut state.workers[i].sent);
-                state.workers[i].sent_bytes = 0;
-                if let Some(job) = sent.pop_front() {
-                    let pid = pid.as_raw();
-                    job.slot.settle(Err(match job.deadline {
-                        Some(deadline) if state.workers[i].overdue => {
-                            Error::TimedOut { pid, deadline }
-                        }
-                        _ => Error::WorkerDied { pid, how },
-                    }));
-                }
-                while let Some(job) = sent.pop_back() {
-                    state.pending.push_front(job);
-                }
-                if state.status == Status::Running || !state.pending.is_empty() {
-                    let inherited = pool_fds(shared, woken, &state, links);
-                    match start_worker(method, inherited, start) {
-                        Ok((worker, link)) => {
-                            state.workers[i] = worker;
-                            links[i] = link;
-                        }
-                        Err(e) => {
-                            // Reaped: its pid may soon be another process's, so forget it.
-                            state.workers.remove(i);
-                            links.remove(i);
-                            break 'step Some(Err(e));
-                        }
-                    }
-                } else {
-                    state.workers.remove(i);
-                    links.remove(i);
-                }
-            }
-            match state.status {
-                Status::Terminated => break 'step Some(Ok(())),
-                Status::Closed if state.idle() => break 'step Some(Ok(())),
-                _ => state.dispatch(),
-            }
-            due = kill_overdue(&mut state);
-            None
-        };
+        let step = step(
+            shared,
+            woken,
+            method,
+            links,
+            start,
+            &mut state,
+            &events,
+            &mut scratch,
+            &mut settled,
+        );
+        due = kill_overdue(&mut state);
         drop(state);
         // Settled with the lock released: the thread woken by a result goes on at once, to
         // submit its next task say, without waiting for this thread to let go of the lock.
@@ -193,6 +132,104 @@ fn manage(
             return ended;
         }
     }
+}
+
+/// One round of the manager, after `events`: reads results, replaces the workers that
+/// ended, hands out queued tasks. `Some` when the pool is to end, and how.
+#[allow(clippy::too_many_arguments)]
+fn step(
+    shared: &Shared,
+    woken: &UnixStream,
+    method: StartMethod,
+    links: &mut Vec<Link>,
+    start: &worker::Start,
+    state: &mut State,
+    events: &[Token],
+    scratch: &mut [u8],
+    settled: &mut Vec<(Arc<Slot>, Outcome)>,
+) -> Option<io::Result<()>> {
+    let mut ended = Vec::new();
+    for &event in events {
+        match event {
+            Token::Wake => {}
+            Token::Ended(id) => ended.extend(state.index_of(id)),
+            // Claimed since the event came: then the claiming thread reads them.
+            Token::Results(id) => match state.index_of(id) {
+                Some(i) if !state.workers[i].claimed => {
+                    state.workers[i].read_results(false, scratch, settled)
+                }
+                _ => {}
+            },
+        }
+    }
+    // A dead worker's last results are read here, claimed or not: they say which task it
+    // was running.
+    ended.sort_unstable();
+    ended.dedup();
+    for &i in &ended {
+        state.workers[i].read_results(true, scratch, settled);
+    }
+    // An initializer that fails would fail in every replacement too: the pool stops rather
+    // than fork workers for ever, and every task says why.
+    if let Some(why) = state.workers.iter().find_map(|w| w.init_failed.as_ref()) {
+        let why = format!("the initializer panicked: {why}");
+        return Some(Err(io::Error::other(why)));
+    }
+    // From the highest index down, so that removing a worker keeps the others' indexes.
+    for &i in ended.iter().rev() {
+        let pid = state.workers[i].pid;
+        let how = reap(&mut links[i].process);
+        state.workers[i].unwatch(&shared.epoll);
+        if !state.workers[i].ready && how != "killed by SIGKILL" {
+            // Reaped: its pid may soon be another process's, so forget it. Its tasks had not
+            // started; the pool's end settles them.
+            let worker = state.workers.remove(i);
+            links.remove(i);
+            state.pending.extend(worker.sent);
+            let why = format!("the initializer ended its worker: {how}");
+            return Some(Err(io::Error::other(why)));
+        }
+        // Its oldest task is the one it was running; the ones behind it had not started, so
+        // they go back to the front of the queue for another worker.
+        let mut sent = std::mem::take(&mut state.workers[i].sent);
+        state.workers[i].sent_bytes = 0;
+        if let Some(job) = sent.pop_front() {
+            let pid = pid.as_raw();
+            let error = match job.deadline {
+                Some(deadline) if state.workers[i].overdue => Error::TimedOut { pid, deadline },
+                _ => Error::WorkerDied { pid, how },
+            };
+            settled.push((job.slot, Err(error)));
+        }
+        while let Some(job) = sent.pop_back() {
+            state.pending.push_front(job);
+        }
+        if state.status == Status::Running || !state.pending.is_empty() {
+            let inherited = pool_fds(shared, woken, state, links);
+            match start_worker(shared, method, inherited, start) {
+                Ok((worker, link)) => {
+                    state.workers[i] = worker;
+                    links[i] = link;
+                }
+                Err(e) => {
+                    // Reaped: its pid may soon be another process's, so forget it.
+                    state.workers.remove(i);
+                    links.remove(i);
+                    return Some(Err(e));
+                }
+            }
+        } else {
+            state.workers.remove(i);
+            links.remove(i);
+        }
+    }
+    match state.status {
+        Status::Terminated => return Some(Ok(())),
+        Status::Closed if state.idle() => return Some(Ok(())),
+        _ => state.dispatch(),
+    }
+    state.sync_arms(&shared.epoll);
+    None
 }
 
 /// Kills each worker whose task has run past its deadline (its death, seen through its
@@ -209,108 +246,35 @@ fn kill_overdue(state: &mut State) -> Option<Instant> {
     state.workers.iter().filter_map(Worker::due).min()
 }
 
-/// Waits until a worker sends results or ends, the pool wakes the manager, or `due` comes.
-/// Returns the indexes of the workers with results and of those that ended, and whether the
-/// pool woke it.
+/// Waits until a worker sends results or ends, the pool wakes the manager, or `due` comes,
+/// and says which.
 fn wait_for_events(
-    woken: &UnixStream,
-    links: &mut [Link],
+    shared: &Shared,
+    buffer: &mut [EpollEvent],
     due: Option<Instant>,
-) -> io::Result<(Vec<usize>, Vec<usize>, bool)> {
-    let mut fds = vec![PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
-    let mut owners = vec![];
-    for (i, link) in links.iter().enumerate() {
-        // After end of file the results socket would report POLLHUP on every poll; the
-        // pidfd tells when the worker is gone.
-        if !link.eof {
-            fds.push(PollFd::new(link.results.as_fd(), PollFlags::POLLIN));
-            owners.push((i, false));
-        }
-        let sentinel = link.process.sentinel().expect("a started worker");
-        fds.push(PollFd::new(sentinel, PollFlags::POLLIN));
-        owners.push((i, true));
-    }
+) -> io::Result<Vec<Token>> {
     loop {
         // Rounded up, so that the wait does not end just before the deadline.
-        let timeout = due.map_or(PollTimeout::NONE, |due| {
+        let timeout = due.map_or(EpollTimeout::NONE, |due| {
             let left = due.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
-            PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+            EpollTimeout::try_from(left).unwrap_or(EpollTimeout::MAX)
         });
-        match poll(&mut fds, timeout) {
+        match shared.epoll.wait(buffer, timeout) {
             Err(Errno::EINTR) => continue,
-            other => other?,
-        };
-        break;
-    }
-    let (mut results, mut ended) = (vec![], vec![]);
-    for (fd, &(i, is_pidfd)) in fds[1..].iter().zip(&owners) {
-        if fd.revents().is_some_and(|r| !r.is_empty()) {
-            if is_pidfd {
-                ended.push(i)
-            } else {
-                results.push(i)
+            Err(e) => return Err(e.into()),
+            Ok(n) => {
+                return Ok(buffer[..n]
+                    .iter()
+                    .map(|e| Token::decode(e.data()))
+                    .collect());
             }
         }
     }
-    let wake = fds[0].revents().is_some_and(|r| !r.is_empty());
-    Ok((results, ended, wake))
 }
 
 fn drain(woken: &UnixStream) {
     let mut buf = [0; 64];
     while matches!((&*woken).read(&mut buf), Ok(n) if n > 0) {}
-}
-
-/// Reads whatever the worker has sent, without waiting, and puts the tasks it finished in
-/// `settled`. A worker that died (`ended`) just after sending a result still has it read
-/// here, to the end of its stream.
-fn read_results(
-    link: &mut Link,
-    worker: &mut Worker,
-    ended: bool,
-    scratch: &mut [u8],
-    settled: &mut Vec<(Arc<Slot>, Outcome)>,
-) {
-    loop {
-        match recv(link.results.as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => {
-                link.eof = true;
-                break;
-            }
-            // A live worker's stream read short is empty for now; more wakes the poll again.
-            Ok(n) if n < scratch.len() && !ended => {
-                link.received.extend_from_slice(&scratch[..n]);
-                break;
-            }
-            Ok(n) => link.received.extend_from_slice(&scratch[..n]),
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => break,
-            Err(_) => {
-                link.eof = true;
-                break;
-            }
-        }
-    }
-    let mut used = 0;
-    while let Some(len) = link.received.get(used..used + 4) {
-        let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
-        let Some(frame) = link.received.get(used + 4..used + 4 + len) else {
-            break;
-        };
-        used += 4 + len;
-        match worker::result_of(frame) {
-            Some(Report::Ended(outcome, start, end)) => {
-                worker.finished(outcome, start, end, settled)
-            }
-            Some(Report::Ready) => {
-                worker.ready = true;
-                worker.since = Instant::now();
-            }
-            Some(Report::InitFailed(why)) => link.init_failed = Some(why),
-            None => {}
-        }
-    }
-    link.received.drain(..used);
 }
 
 /// Reaps an ended worker and says how it ended.
@@ -327,8 +291,15 @@ fn reap(process: &mut Process) -> String {
 
 /// Stops every worker: `kill` with SIGKILL, otherwise by ending its task stream, after which
 /// an idle worker exits by itself. Reaps them all and settles every unfinished task.
-fn shutdown(state: &mut State, mut links: Vec<Link>, kill_them: bool, reason: Error) {
-    let workers = std::mem::take(&mut state.workers);
+fn shutdown(
+    shared: &Shared,
+    state: &mut State,
+    mut links: Vec<Link>,
+    kill_them: bool,
+    reason: Error,
+) {
+    let mut workers = std::mem::take(&mut state.workers);
+    workers.iter_mut().for_each(|w| w.unwatch(&shared.epoll));
     for (worker, link) in workers.iter().zip(&mut links) {
         if kill_them {
             // Through its pidfd: a forkserver worker is not our child, and its pid could
@@ -343,14 +314,8 @@ fn shutdown(state: &mut State, mut links: Vec<Link>, kill_them: bool, reason: Er
     // Waiting for a worker to end is bounded: it was killed, or it is idle, reading its
     // task stream, and leaves when that ends.
     debug_assert_eq!(workers.len(), links.len());
-    for (worker, link) in workers.into_iter().zip(links) {
-        let Link {
-            results,
-            mut process,
-            ..
-        } = link;
-        drop(results);
-        reap(&mut process);
+    for (worker, mut link) in workers.into_iter().zip(links) {
+        reap(&mut link.process);
         for job in worker.sent {
             job.slot.settle(Err(reason.clone()));
         }
@@ -363,8 +328,15 @@ fn shutdown(state: &mut State, mut links: Vec<Link>, kill_them: bool, reason: Er
 /// The pool's own descriptors, which a new worker closes: it must hold no copy of another
 /// worker's socket or of the manager's.
 fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) -> Vec<RawFd> {
-    let mut fds = vec![shared.wake.as_raw_fd(), woken.as_raw_fd()];
-    fds.extend(state.workers.iter().map(|w| w.tasks.as_raw_fd()));
+    let mut fds = vec![
+        shared.wake.as_raw_fd(),
+        woken.as_raw_fd(),
+        shared.epoll.0.as_raw_fd(),
+    ];
+    for worker in &state.workers {
+        fds.extend([worker.tasks.as_raw_fd(), worker.results.as_raw_fd()]);
+        fds.push(worker.sentinel.as_raw_fd());
+    }
     // And the descriptors that tasks carry: a worker holds only those of its own tasks.
     let jobs = state
         .pending
@@ -372,17 +344,20 @@ fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) 
         .chain(state.workers.iter().flat_map(|w| &w.sent));
     fds.extend(jobs.flat_map(|job| &job.fds).map(|fd| fd.as_raw_fd()));
     for link in links {
-        fds.push(link.results.as_raw_fd());
         fds.extend(link.process.sentinel().map(|s| s.as_raw_fd()));
     }
     fds
 }
+
+/// The number of the next worker started, in any pool of this process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// Starts a worker by `method`. Runs on the manager thread only, which lives as long as the
 /// pool: a forked or spawned worker gets SIGKILL when the thread that started it ends
 /// (`process.rs`, `spawn.rs`), a forkserver worker when the server ends, which it does with
 /// the program (`forkserver.rs`).
 fn start_worker(
+    shared: &Shared,
     method: StartMethod,
     mut inherited: Vec<RawFd>,
     start: &worker::Start,
@@ -421,9 +396,21 @@ fn start_worker(
     };
     process.start()?;
     let pid = Pid::from_raw(process.pid().expect("started"));
+    let sentinel = Arc::new(process.sentinel().expect("started").try_clone_to_owned()?);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let event = EpollEvent::new(EpollFlags::EPOLLIN, Token::Ended(id).encode());
+    shared.epoll.add(sentinel.as_fd(), event)?;
     let worker = Worker {
+        id,
         pid,
         tasks,
+        results: Arc::new(ours),
+        sentinel,
+        received: Vec::new(),
+        eof: false,
+        init_failed: None,
+        claimed: false,
+        armed: false,
         sent: VecDeque::new(),
         quick: false,
         since: Instant::now(),
@@ -435,14 +422,5 @@ fn start_worker(
         left,
         overdue: false,
     };
-    Ok((
-        worker,
-        Link {
-            results: ours,
-            process,
-            received: Vec::new(),
-            eof: false,
-            init_failed: None,
-        },
-    ))
+    Ok((worker, Link { process }))
 }

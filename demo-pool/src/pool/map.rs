@@ -2,7 +2,6 @@
 //! `AsyncResult` for the whole list. Each chunk's result is a part of it, gathered as the
 //! parts come in; the first part to fail settles it with that error, as in Python.
 
-use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
@@ -85,10 +84,7 @@ impl Pool {
             let forward = Forward::Gather(Arc::clone(&gather), i);
             self.submit(frame, self.deadline, Some(forward))?;
         }
-        Ok(AsyncResult {
-            slot,
-            result: PhantomData,
-        })
+        Ok(AsyncResult::new(&self.shared, slot))
     }
 }
 

@@ -3,18 +3,28 @@
 //! back. A worker runs its tasks one after the other and answers each in order, so the
 //! oldest task it holds is the one it is running; when it dies, that task fails and the
 //! tasks behind it, which had not started, go back to the front of the queue.
+//!
+//! A worker's results are read by one thread at a time, under the lock: by the manager, or
+//! by a thread waiting for one of that worker's tasks, which has *claimed* the worker (see
+//! `Claim` in `pool.rs`). That thread reads the result itself, one hop less than through the
+//! manager; meanwhile the manager's epoll does not watch the worker's results (it is not
+//! *armed*), so the manager sleeps through them. It always watches every worker's pidfd: a
+//! worker's death is the manager's to handle, claimed or not.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollEvent, EpollFlags};
+use nix::sys::socket::{ControlMessage, MsgFlags, recv, sendmsg};
 use nix::unistd::Pid;
 
+use super::worker::{self, Report};
 use super::{Outcome, Ran, Slot};
 use crate::fds;
 
@@ -22,6 +32,44 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Written to wake the manager for `close` and `terminate`.
     pub(super) wake: UnixStream,
+    /// What the manager waits on: the other end of `wake`, every worker's pidfd, and the
+    /// results of each armed worker.
+    pub(super) epoll: Epoll,
+}
+
+impl Shared {
+    pub(super) fn wake_manager(&self) {
+        // A full wake socket already holds a wake-up, so a failed write loses nothing.
+        let _ = (&self.wake).write(&[1]);
+    }
+}
+
+/// What woke the manager, as its epoll tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Token {
+    Wake,
+    /// Worker `id` has results to read.
+    Results(u64),
+    /// Worker `id` ended.
+    Ended(u64),
+}
+
+impl Token {
+    pub(super) fn encode(self) -> u64 {
+        match self {
+            Token::Wake => u64::MAX,
+            Token::Results(id) => id * 2,
+            Token::Ended(id) => id * 2 + 1,
+        }
+    }
+
+    pub(super) fn decode(data: u64) -> Token {
+        match data {
+            u64::MAX => Token::Wake,
+            _ if data % 2 == 0 => Token::Results(data / 2),
+            _ => Token::Ended(data / 2),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +103,24 @@ pub(super) struct Job {
 /// A worker as the submitting threads see it: where to send tasks, and the tasks sent to it
 /// whose results have not come back, oldest first.
 pub(super) struct Worker {
+    /// Its number in this pool, never reused: a replacement gets a new one.
+    pub(super) id: u64,
     pub(super) pid: Pid,
     pub(super) tasks: UnixStream,
+    /// Where its results come in; shared with the thread that claims it.
+    pub(super) results: Arc<UnixStream>,
+    /// A pidfd of it, readable once it has ended; shared with the thread that claims it.
+    pub(super) sentinel: Arc<OwnedFd>,
+    /// The bytes read from `results` that do not yet make a whole frame.
+    pub(super) received: Vec<u8>,
+    /// `results` has ended.
+    pub(super) eof: bool,
+    /// What its initializer's panic said, if it panicked.
+    pub(super) init_failed: Option<String>,
+    /// A waiting thread reads its results.
+    pub(super) claimed: bool,
+    /// The manager's epoll watches `results`.
+    pub(super) armed: bool,
     pub(super) sent: VecDeque<Job>,
     /// Whether its last task took less than `QUICK`.
     pub(super) quick: bool,
@@ -136,6 +200,92 @@ impl Worker {
     }
 }
 
+impl Worker {
+    /// Reads whatever the worker has sent, without waiting, and puts the tasks it finished in
+    /// `settled`. A worker that died (`ended`) just after sending a result still has it read
+    /// here, to the end of its stream.
+    pub(super) fn read_results(
+        &mut self,
+        ended: bool,
+        scratch: &mut [u8],
+        settled: &mut Vec<(Arc<Slot>, Outcome)>,
+    ) {
+        loop {
+            match recv(self.results.as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                // A live worker's stream read short is empty for now; more wakes its reader
+                // again.
+                Ok(n) if n < scratch.len() && !ended => {
+                    self.received.extend_from_slice(&scratch[..n]);
+                    break;
+                }
+                Ok(n) => self.received.extend_from_slice(&scratch[..n]),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(_) => {
+                    self.eof = true;
+                    break;
+                }
+            }
+        }
+        let mut used = 0;
+        while let Some(len) = self.received.get(used..used + 4) {
+            let len = u32::from_le_bytes(len.try_into().unwrap()) as usize;
+            let Some(frame) = self.received.get(used + 4..used + 4 + len) else {
+                break;
+            };
+            used += 4 + len;
+            match worker::result_of(frame) {
+                Some(Report::Ended(outcome, start, end)) => {
+                    self.finished(outcome, start, end, settled)
+                }
+                Some(Report::Ready) => {
+                    self.ready = true;
+                    self.since = Instant::now();
+                }
+                Some(Report::InitFailed(why)) => self.init_failed = Some(why),
+                None => {}
+            }
+        }
+        self.received.drain(..used);
+    }
+
+    /// Arms or disarms the manager's watch on its results: armed while a result or a report
+    /// may come (it holds tasks, or has not said it is ready), nobody has claimed it, and
+    /// its stream has not ended (after the end it would wake the manager for ever; its
+    /// pidfd says when it is gone).
+    pub(super) fn sync_arm(&mut self, epoll: &Epoll) {
+        let wanted = (!self.sent.is_empty() || !self.ready) && !self.claimed && !self.eof;
+        if wanted == self.armed {
+            return;
+        }
+        let changed = if wanted {
+            let event = EpollEvent::new(EpollFlags::EPOLLIN, Token::Results(self.id).encode());
+            epoll.add(self.results.as_fd(), event)
+        } else {
+            epoll.delete(self.results.as_fd())
+        };
+        // It fails only if the kernel is out of memory; the state stays as it was, and the
+        // next call tries again.
+        if changed.is_ok() {
+            self.armed = wanted;
+        }
+    }
+
+    /// Takes it out of the manager's epoll, before it is dropped: an entry outlives the
+    /// descriptor while a claiming thread holds a copy of it.
+    pub(super) fn unwatch(&mut self, epoll: &Epoll) {
+        if self.armed {
+            let _ = epoll.delete(self.results.as_fd());
+            self.armed = false;
+        }
+        let _ = epoll.delete(self.sentinel.as_fd());
+    }
+}
+
 impl State {
     /// A running pool's state, before its first worker starts.
     pub(super) fn new() -> State {
@@ -169,6 +319,20 @@ impl State {
 
     pub(super) fn idle(&self) -> bool {
         self.pending.is_empty() && self.workers.iter().all(|w| w.sent.is_empty())
+    }
+
+    pub(super) fn sync_arms(&mut self, epoll: &Epoll) {
+        self.workers.iter_mut().for_each(|w| w.sync_arm(epoll));
+    }
+
+    /// The index of the worker that holds the task settled in `slot`, if one does.
+    pub(super) fn holder(&self, slot: &Arc<Slot>) -> Option<usize> {
+        let holds = |w: &Worker| w.sent.iter().any(|job| Arc::ptr_eq(&job.slot, slot));
+        self.workers.iter().position(holds)
+    }
+
+    pub(super) fn index_of(&self, id: u64) -> Option<usize> {
+        self.workers.iter().position(|w| w.id == id)
     }
 }
 
