@@ -34,8 +34,10 @@
 //!   workers, and which tasks each worker holds;
 //! - `manager.rs`: the manager thread, one per pool. It starts every worker, the first ones
 //!   and each replacement, because the parent-death signal fires when the *thread* that
-//!   started a process exits: that thread must live exactly as long as the pool. It reads results and
-//!   watches each worker through a pidfd;
+//!   started a process exits: that thread must live exactly as long as the pool. It reads the
+//!   results that no waiting thread reads, and watches each worker through a pidfd;
+//! - `claim.rs`: a thread waiting for a result reads it from the worker's socket itself, one
+//!   hop less than through the manager;
 //! - `worker.rs`: a worker, and the wire format of tasks and results. Each worker has one
 //!   socketpair and runs one task at a time, so the pool always knows which task a dead
 //!   worker was running;

@@ -3,9 +3,9 @@
 //! whichever job ends first. `map_timed` also says which thread ran each item, and when.
 //!
 //! The threads are named `pool-1`, `pool-2`, …, so that every line a job prints says which of
-//! them printed it. A panic in a job does not vanish: each item's call runs under
-//! `catch_unwind`, so a panic becomes that item's `Err`, every other item still gets its
-//! result, and the thread goes on to the next job.
+//! them printed it. A panic in a job does not vanish: the calls run under `catch_unwind`, so
+//! a panic becomes that item's `Err`, every other item still gets its result, and the thread
+//! goes on to the next item.
 
 use std::fmt;
 use std::io;
@@ -84,7 +84,7 @@ impl Pool {
         R: Send + 'static,
         F: Fn(T) -> R + Send + Sync + 'static,
     {
-        self.each(items, move |item| call(&f, item))
+        self.each(items, move |items, outputs| call_all(&f, items, outputs))
     }
 
     /// `map`, and where and when each item ran, in the order of `items`. It reads the clock
@@ -95,12 +95,14 @@ impl Pool {
         R: Send + 'static,
         F: Fn(T) -> R + Send + Sync + 'static,
     {
-        let timed = self.each(items, move |item| {
-            let start = Instant::now();
-            let result = call(&f, item);
-            let end = Instant::now();
-            let thread = thread::current().name().unwrap_or_default().to_string();
-            (result, Ran { thread, start, end })
+        let timed = self.each(items, move |items, outputs| {
+            for item in items {
+                let start = Instant::now();
+                let result = call(&f, item);
+                let end = Instant::now();
+                let thread = thread::current().name().unwrap_or_default().to_string();
+                outputs.push((result, Ran { thread, start, end }));
+            }
         });
         timed.into_iter().unzip()
     }
@@ -114,7 +116,8 @@ impl Pool {
         // New: dropping a `ThreadPool` closes its queue, and its thread, now idle, leaves.
     }
 
-    /// `each` on every item, in the pool's threads, in chunks; the outputs in item order.
+    /// `each` on every chunk of items, in the pool's threads; each chunk's outputs pushed in
+    /// item order, and all of them returned in that order.
     ///
     /// Every thread gets one job, which claims chunks of consecutive items until none is
     /// left: a thread that is free takes the next chunk, as from Python's shared queue, and a
@@ -124,7 +127,7 @@ impl Pool {
     where
         T: Send + 'static,
         U: Send + 'static,
-        E: Fn(T) -> U + Send + Sync + 'static,
+        E: Fn(vec::Drain<T>, &mut Vec<U>) + Send + Sync + 'static,
     {
         let n = items.len();
         if n == 0 {
@@ -175,7 +178,7 @@ struct Outputs<U> {
     spare: Vec<Vec<U>>,
 }
 
-impl<T, U, E: Fn(T) -> U> Batch<T, U, E> {
+impl<T, U, E: Fn(vec::Drain<T>, &mut Vec<U>)> Batch<T, U, E> {
     fn new(items: Vec<T>, chunk: usize, each: E) -> Self {
         let (n, chunks) = (items.len(), items.len().div_ceil(chunk));
         Batch {
@@ -218,7 +221,7 @@ impl<T, U, E: Fn(T) -> U> Batch<T, U, E> {
                 let spare = self.outputs.lock().unwrap().spare.pop();
                 outputs = spare.unwrap_or_else(|| Vec::with_capacity(self.chunk));
             }
-            outputs.extend(items.drain(..).map(&self.each));
+            (self.each)(items.drain(..), &mut outputs);
             self.put_in_place(k, &mut outputs, done);
         }
     }
@@ -262,6 +265,28 @@ impl<T, U, E: Fn(T) -> U> Batch<T, U, E> {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// `f` on each item, each result pushed to `outputs` in order, a panic caught as its item's
+/// error. One `catch_unwind` for the whole chunk rather than one per item, which lets the
+/// compiler see through the loop: after a panic, the loop goes on from the next item, so each
+/// item is still called once. (`extend` keeps the outputs it pushed before a panic; if it
+/// ever did not, `each` would find outputs missing and say so, rather than misplace them.)
+fn call_all<T, R>(
+    f: &impl Fn(T) -> R,
+    mut items: vec::Drain<T>,
+    outputs: &mut Vec<Result<R, Panicked>>,
+) {
+    loop {
+        let ran = panic::catch_unwind(AssertUnwindSafe(|| {
+            outputs.extend(items.by_ref().map(|item| Ok(f(item))));
+        }));
+        match ran {
+            Ok(()) => return,
+            // The item whose call panicked was taken from `items` and dropped by the unwinding.
+            Err(p) => outputs.push(Err(Panicked(message(&*p).into_boxed_str()))),
         }
     }
 }
