@@ -70,7 +70,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
@@ -298,20 +298,49 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let items: Vec<A> = items.into_iter().collect();
+        let items = items.into_iter();
+        // New: items whose number is known are encoded chunk by chunk as they come, rather
+        // than collected first; the number sets the size of the chunks.
+        match items.size_hint() {
+            (low, Some(high)) if low == high => self.map_known(task, items, low),
+            _ => {
+                let items: Vec<A> = items.collect();
+                let n = items.len();
+                self.map_known(task, items.into_iter(), n)
+            }
+        }
+    }
+
+    /// `map` of about `n` items (an iterator's size hint may be wrong: then the chunks are
+    /// only of another size).
+    fn map_known<A, R>(
+        &self,
+        task: fn(A) -> R,
+        mut items: impl Iterator<Item = A>,
+        n: usize,
+    ) -> Result<Vec<R>, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
         let workers = lock(&self.shared.state).workers.len().max(1);
-        let chunk = items.len().div_ceil(workers * 4).max(1);
-        let chunks = items
-            .chunks(chunk)
-            .map(|chunk| {
-                let frame = worker::task_frame(worker::call_chunk::<A, R>, task as usize, chunk)?;
-                let slot = self.submit(frame, self.deadline, None)?;
-                Ok(AsyncResult::<Vec<R>>::new(&self.shared, slot))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        let mut results = Vec::with_capacity(items.len());
+        let size = n.div_ceil(workers * 4).max(1);
+        let mut chunk = Vec::with_capacity(size.min(n));
+        let mut chunks = Vec::new();
+        loop {
+            chunk.extend(items.by_ref().take(size));
+            if chunk.is_empty() {
+                break;
+            }
+            let call = worker::call_chunk::<A, R>;
+            let frame = worker::task_frame(call, task as usize, chunk.as_slice())?;
+            chunk.clear();
+            let slot = self.submit(frame, self.deadline, None)?;
+            chunks.push(AsyncResult::<Vec<R>>::new(&self.shared, slot));
+        }
+        let mut results = Vec::with_capacity(n);
         for chunk in chunks {
-            results.extend(chunk.get()?);
+            chunk.get_appended(&mut results)?;
         }
         Ok(results)
     }
@@ -474,6 +503,19 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 
     fn wait_claimed(&self, claim: Option<Claim>, deadline: Option<Instant>) -> Result<R, Error> {
+        self.wait_decoded(claim, deadline, |bytes| postcard::from_bytes(bytes))
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// Waits for the result, reading it from its worker under `claim`, and decodes it with
+    /// `decode`.
+    fn wait_decoded<T>(
+        &self,
+        claim: Option<Claim>,
+        deadline: Option<Instant>,
+        decode: impl FnOnce(&[u8]) -> postcard::Result<T>,
+    ) -> Result<T, Error> {
         if let Some(claim) = claim {
             if !claim.read_until(&self.slot, deadline) {
                 return Err(Error::Timeout);
@@ -483,7 +525,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         loop {
             match &*outcome {
                 Some(Ok(bytes)) => {
-                    return postcard::from_bytes(bytes)
+                    return decode(bytes)
                         .map_err(|e| Error::Serde(worker::uncodable("the result", e)));
                 }
                 Some(Err(e)) => return Err(e.clone()),
@@ -506,6 +548,43 @@ impl<R: DeserializeOwned> AsyncResult<R> {
                 }
             };
         }
+    }
+}
+
+impl<R: DeserializeOwned> AsyncResult<Vec<R>> {
+    /// `get` for a list, whose items are decoded straight onto the end of `results`.
+    fn get_appended(&self, results: &mut Vec<R>) -> Result<(), Error> {
+        let claim = Claim::take(&self.shared, &mut lock(&self.shared.state), &self.slot);
+        self.wait_decoded(claim, None, |bytes| {
+            AppendTo(results).deserialize(&mut postcard::Deserializer::from_bytes(bytes))
+        })
+    }
+}
+
+/// Decodes a list onto the end of a vector.
+struct AppendTo<'a, R>(&'a mut Vec<R>);
+
+impl<'de, R: Deserialize<'de>> DeserializeSeed<'de> for AppendTo<'_, R> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, decoder: D) -> Result<(), D::Error> {
+        decoder.deserialize_seq(self)
+    }
+}
+
+impl<'de, R: Deserialize<'de>> Visitor<'de> for AppendTo<'_, R> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of results")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        // No `reserve` from the list's length: `map` made room for all the items already.
+        while let Some(result) = seq.next_element()? {
+            self.0.push(result);
+        }
+        Ok(())
     }
 }
 

@@ -124,6 +124,38 @@ fn map_returns_the_results_in_input_order() {
     );
 }
 
+/// An iterator whose size hint says `hint` items, whatever it yields: wrong, but safe code
+/// may write one.
+struct Hinting<I> {
+    items: I,
+    hint: usize,
+}
+
+impl<I: Iterator> Iterator for Hinting<I> {
+    type Item = I::Item;
+
+    fn next(&mut self) -> Option<I::Item> {
+        self.items.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.hint, Some(self.hint))
+    }
+}
+
+#[test]
+fn map_takes_every_item_whatever_the_iterator_says_of_its_size() {
+    let pool = Pool::new(2).unwrap();
+    for (items, hint) in [(1000, 3), (3, 1000), (100, 0)] {
+        let hinting = Hinting {
+            items: 0..items,
+            hint,
+        };
+        let squares = pool.map(square, hinting).unwrap();
+        assert_eq!(squares, (0..items).map(|x| x * x).collect::<Vec<u64>>());
+    }
+}
+
 #[test]
 fn get_timeout_times_out_while_the_task_runs() {
     let mut rendezvous = Rendezvous::new();
