@@ -311,8 +311,9 @@ impl Pool {
         }
     }
 
-    /// `map` of about `n` items (an iterator's size hint may be wrong: then the chunks are
-    /// only of another size).
+    /// `map` of about `n` items. An iterator's size hint may be wrong: then the chunks are only
+    /// of another size, and nothing is reserved on its word but a chunk of at most
+    /// `MAX_CHUNK` items.
     fn map_known<A, R>(
         &self,
         task: fn(A) -> R,
@@ -324,21 +325,22 @@ impl Pool {
         R: Serialize + DeserializeOwned,
     {
         let workers = lock(&self.shared.state).workers.len().max(1);
-        let size = n.div_ceil(workers * 4).max(1);
-        let mut chunk = Vec::with_capacity(size.min(n));
-        let mut chunks = Vec::new();
+        let size = n.div_ceil(workers * 4).clamp(1, MAX_CHUNK);
+        let mut chunk = Vec::new();
+        let (mut chunks, mut count) = (Vec::new(), 0);
         loop {
             chunk.extend(items.by_ref().take(size));
             if chunk.is_empty() {
                 break;
             }
+            count += chunk.len();
             let call = worker::call_chunk::<A, R>;
             let frame = worker::task_frame(call, task as usize, chunk.as_slice())?;
             chunk.clear();
             let slot = self.submit(frame, self.deadline, None)?;
             chunks.push(AsyncResult::<Vec<R>>::new(&self.shared, slot));
         }
-        let mut results = Vec::with_capacity(n);
+        let mut results = Vec::with_capacity(count);
         for chunk in chunks {
             chunk.get_appended(&mut results)?;
         }
@@ -448,6 +450,9 @@ impl Pool {
         Ok((slot, claim))
     }
 }
+
+/// The most items in one chunk of `map`: bounds what a wrong size hint can make it reserve.
+const MAX_CHUNK: usize = 1 << 20;
 
 impl Drop for Pool {
     fn drop(&mut self) {

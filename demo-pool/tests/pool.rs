@@ -146,7 +146,13 @@ impl<I: Iterator> Iterator for Hinting<I> {
 #[test]
 fn map_takes_every_item_whatever_the_iterator_says_of_its_size() {
     let pool = Pool::new(2).unwrap();
-    for (items, hint) in [(1000, 3), (3, 1000), (100, 0)] {
+    for (items, hint) in [
+        (1000, 3),
+        (3, 1000),
+        (100, 0),
+        (0, usize::MAX),
+        (5, usize::MAX),
+    ] {
         let hinting = Hinting {
             items: 0..items,
             hint,

@@ -101,14 +101,18 @@ impl<'a> Claim<'a> {
                 self.given_back = true;
             }
             state.sync_arms(&self.shared.epoll);
+            // Results taken from the worker and not yet settled: until they are, a closed pool
+            // is not done (`State::settling`).
+            let settling = !settled.is_empty();
+            if settling {
+                state.settling += 1;
+            }
             // What the manager must act on and would not hear of from the results, since
-            // they were read here: a closed pool that may now be idle, a failed initializer,
-            // a deadline whose clock started.
-            let tell = state.status != Status::Running
-                || state
-                    .workers
-                    .iter()
-                    .any(|w| w.init_failed.is_some() || w.due().is_some());
+            // they were read here: a failed initializer, a deadline whose clock started.
+            let tell = state
+                .workers
+                .iter()
+                .any(|w| w.init_failed.is_some() || w.due().is_some());
             drop(state);
             if tell {
                 self.shared.wake_manager();
@@ -116,6 +120,16 @@ impl<'a> Claim<'a> {
             settled
                 .drain(..)
                 .for_each(|(slot, outcome)| slot.settle(outcome));
+            if settling {
+                // And a closed pool that may now be idle, with every result settled.
+                let mut state = lock(&self.shared.state);
+                state.settling -= 1;
+                let closing = state.status != Status::Running;
+                drop(state);
+                if closing {
+                    self.shared.wake_manager();
+                }
+            }
             if done {
                 return true;
             }

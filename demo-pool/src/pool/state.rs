@@ -86,6 +86,10 @@ pub(super) struct State {
     /// The tasks no worker holds yet, oldest first.
     pub(super) pending: VecDeque<Job>,
     pub(super) workers: Vec<Worker>,
+    /// How many claiming threads hold results they took from a worker and have not settled
+    /// yet. A closed pool ends only once this is zero, so that `join()` returns with every
+    /// result settled, as Python's does.
+    pub(super) settling: usize,
 }
 
 /// A task on its way: its frame, kept until the result comes in case another worker must
@@ -294,6 +298,7 @@ impl State {
             broken: None,
             pending: VecDeque::new(),
             workers: Vec::new(),
+            settling: 0,
         }
     }
 
@@ -317,8 +322,11 @@ impl State {
         }
     }
 
+    /// No task is queued, held by a worker, or being settled by a claiming thread.
     pub(super) fn idle(&self) -> bool {
-        self.pending.is_empty() && self.workers.iter().all(|w| w.sent.is_empty())
+        self.pending.is_empty()
+            && self.workers.iter().all(|w| w.sent.is_empty())
+            && self.settling == 0
     }
 
     pub(super) fn sync_arms(&mut self, epoll: &Epoll) {
