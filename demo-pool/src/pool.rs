@@ -29,7 +29,8 @@
 //!   forking new workers for ever.
 //!
 //! The pool by role, a file each:
-//! - this file: the API, `Pool` and `AsyncResult`, and the slot a result is settled in;
+//! - this file: the API, `Pool` and `AsyncResult`; `error.rs`, its `Error`; `slot.rs`, the
+//!   slot a result is settled in;
 //! - `state.rs`: what the submitting threads and the manager share: the queue of tasks, the
 //!   workers, and which tasks each worker holds;
 //! - `manager.rs`: the manager thread, one per pool. It starts every worker, the first ones
@@ -42,100 +43,44 @@
 //!   socketpair and runs one task at a time, so the pool always knows which task a dead
 //!   worker was running;
 //! - `options.rs`: `Pool::builder()`, for the initializer, `maxtasksperchild` and a deadline;
-//! - `map.rs`: `map_async` and `starmap`, one result gathered from a list's chunks;
+//! - `map.rs`: `map`, and `map_async` and `starmap`, one result gathered from a list's chunks;
 //! - `imap.rs`: `imap` and `imap_unordered`, results as an iterator over a lazy input;
 //! - `deadline.rs`: `apply_async_timeout`, a task with a deadline.
 
 mod claim;
 mod deadline;
+mod error;
 mod imap;
 mod manager;
 mod map;
 mod options;
+mod slot;
 mod state;
 mod worker;
 
+pub use error::Error;
 pub use imap::IMap;
 pub use options::Builder;
 
-use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde::de::{Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde::de::DeserializeOwned;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::process::StartMethod;
 use claim::Claim;
+use slot::{Forward, Outcome, Slot};
 use state::{Job, Shared, State, Status, Token};
-
-/// What went wrong with the pool or with one task. Asking a result again gives the same error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Error {
-    /// `apply_async` or `map` after `close()` or `terminate()`.
-    NotRunning,
-    /// `join()` before `close()` or `terminate()`.
-    StillRunning,
-    /// The task panicked; the panic's message.
-    Panicked(String),
-    /// The worker running the task died, for example killed by `kill -9`.
-    WorkerDied {
-        /// The worker's pid.
-        pid: i32,
-        /// How it ended: `killed by SIGKILL`, `exited with code 3`.
-        how: String,
-    },
-    /// `get_timeout`: the result was not ready in time. The task goes on.
-    Timeout,
-    /// The task ran past its deadline (`apply_async_timeout`, or the pool's
-    /// `Builder::task_deadline`): its worker was killed and replaced. Python's pool has no
-    /// such thing.
-    TimedOut {
-        /// The pid of the worker that was killed.
-        pid: i32,
-        /// The deadline the task ran past.
-        deadline: Duration,
-    },
-    /// The pool was terminated before the task finished.
-    Terminated,
-    /// The pool could not go on, for example a replacement worker could not be started.
-    Broken(String),
-    /// The arguments or the result could not be encoded or decoded.
-    Serde(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match self {
-            Error::NotRunning => write!(f, "Pool not running (close() or terminate() was called)"),
-            Error::StillRunning => write!(f, "join() before close() or terminate()"),
-            Error::Panicked(message) => write!(f, "the task panicked: {message}"),
-            Error::WorkerDied { pid, how } => {
-                write!(f, "the worker running the task (pid {pid}) died: {how}")
-            }
-            Error::Timeout => write!(f, "the result is not ready yet"),
-            Error::TimedOut { pid, deadline } => write!(
-                f,
-                "the task ran past its deadline of {} s: its worker (pid {pid}) was killed",
-                deadline.as_secs_f64()
-            ),
-            Error::Terminated => write!(f, "the pool was terminated before the task finished"),
-            Error::Broken(why) => write!(f, "the pool broke down: {why}"),
-            Error::Serde(why) => write!(f, "could not encode or decode {why}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// A pool of worker processes. Dropping it terminates it.
 pub struct Pool {
@@ -285,68 +230,6 @@ impl Pool {
         result.wait_claimed(claim, None)
     }
 
-    /// Python's `map(task, items)`: the results in the order of the items. As in Python, the
-    /// items travel in chunks, about four per worker, and the first failed chunk is the error.
-    /// All the items are collected first, as in Python; `imap` takes them as it goes. A
-    /// deadline set with `Builder::task_deadline` holds for each chunk.
-    pub fn map<A, R>(
-        &self,
-        task: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<R>, Error>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        let items = items.into_iter();
-        // New: items whose number is known are encoded chunk by chunk as they come, rather
-        // than collected first; the number sets the size of the chunks.
-        match items.size_hint() {
-            (low, Some(high)) if low == high => self.map_known(task, items, low),
-            _ => {
-                let items: Vec<A> = items.collect();
-                let n = items.len();
-                self.map_known(task, items.into_iter(), n)
-            }
-        }
-    }
-
-    /// `map` of about `n` items. An iterator's size hint may be wrong: then the chunks are only
-    /// of another size, and nothing is reserved on its word but a chunk of at most
-    /// `MAX_CHUNK` items.
-    fn map_known<A, R>(
-        &self,
-        task: fn(A) -> R,
-        mut items: impl Iterator<Item = A>,
-        n: usize,
-    ) -> Result<Vec<R>, Error>
-    where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        let workers = lock(&self.shared.state).workers.len().max(1);
-        let size = n.div_ceil(workers * 4).clamp(1, MAX_CHUNK);
-        let mut chunk = Vec::new();
-        let (mut chunks, mut count) = (Vec::new(), 0);
-        loop {
-            chunk.extend(items.by_ref().take(size));
-            if chunk.is_empty() {
-                break;
-            }
-            count += chunk.len();
-            let call = worker::call_chunk::<A, R>;
-            let frame = worker::task_frame(call, task as usize, chunk.as_slice())?;
-            chunk.clear();
-            let slot = self.submit(frame, self.deadline, None)?;
-            chunks.push(AsyncResult::<Vec<R>>::new(&self.shared, slot));
-        }
-        let mut results = Vec::with_capacity(count);
-        for chunk in chunks {
-            chunk.get_appended(&mut results)?;
-        }
-        Ok(results)
-    }
-
     /// Python's `close()`: no more tasks; the workers leave once the queued ones are done.
     pub fn close(&self) {
         let mut state = lock(&self.shared.state);
@@ -451,9 +334,6 @@ impl Pool {
     }
 }
 
-/// The most items in one chunk of `map`: bounds what a wrong size hint can make it reserve.
-const MAX_CHUNK: usize = 1 << 20;
-
 impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
@@ -552,101 +432,6 @@ impl<R> AsyncResult<R> {
                     waited.unwrap_or_else(PoisonError::into_inner).0
                 }
             };
-        }
-    }
-}
-
-impl<R: DeserializeOwned> AsyncResult<Vec<R>> {
-    /// `get` for a list, whose items are decoded straight onto the end of `results`.
-    fn get_appended(&self, results: &mut Vec<R>) -> Result<(), Error> {
-        let claim = Claim::take(&self.shared, &mut lock(&self.shared.state), &self.slot);
-        self.wait_decoded(claim, None, |bytes| {
-            AppendTo(results).deserialize(&mut postcard::Deserializer::from_bytes(bytes))
-        })
-    }
-}
-
-/// Decodes a list onto the end of a vector.
-struct AppendTo<'a, R>(&'a mut Vec<R>);
-
-impl<'de, R: Deserialize<'de>> DeserializeSeed<'de> for AppendTo<'_, R> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, decoder: D) -> Result<(), D::Error> {
-        decoder.deserialize_seq(self)
-    }
-}
-
-impl<'de, R: Deserialize<'de>> Visitor<'de> for AppendTo<'_, R> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a list of results")
-    }
-
-    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
-        // No `reserve` from the list's length: `map` made room for all the items already.
-        while let Some(result) = seq.next_element()? {
-            self.0.push(result);
-        }
-        Ok(())
-    }
-}
-
-// ---- Where a result is settled ----
-
-/// The encoded result or the error; settled once.
-type Outcome = Result<Vec<u8>, Error>;
-
-#[derive(Default)]
-struct Slot {
-    outcome: Mutex<Option<Outcome>>,
-    /// Whether a `get` is waiting, so that a result nobody waits for costs no wake-up call.
-    waiting: AtomicBool,
-    settled: Condvar,
-    /// Set before the outcome, when a worker reports the task's end.
-    ran: OnceLock<Ran>,
-    /// Where the outcome goes instead, for a part of a larger result.
-    forward: Option<Forward>,
-}
-
-/// Where a slot's outcome goes when it is one part of a larger result.
-enum Forward {
-    /// To `map_async`'s single result, as part `usize` of it.
-    Gather(Arc<map::Gather>, usize),
-    /// To an `imap` iterator, as chunk `usize`.
-    Channel(mpsc::Sender<(usize, Outcome)>, usize),
-}
-
-impl Slot {
-    /// Settles the slot, once: a later outcome (of a task already settled by its deadline,
-    /// say) is ignored.
-    fn settle(&self, outcome: Outcome) {
-        let mut slot = lock(&self.outcome);
-        if slot.is_some() {
-            return;
-        }
-        match &self.forward {
-            None => {
-                *slot = Some(outcome);
-                let waiting = self.waiting.load(Ordering::Relaxed);
-                drop(slot);
-                // After the unlock: a waiter woken while the lock is still held would only
-                // wait for it again, which on a busy CPU costs two more switches.
-                if waiting {
-                    self.settled.notify_all();
-                }
-            }
-            Some(forward) => {
-                // Nobody waits on this slot: its outcome moves on, and only the mark stays.
-                *slot = Some(Ok(Vec::new()));
-                drop(slot);
-                match forward {
-                    Forward::Gather(gather, part) => gather.arrive(*part, outcome),
-                    // An iterator dropped early no longer wants its results.
-                    Forward::Channel(to, chunk) => drop(to.send((*chunk, outcome))),
-                }
-            }
         }
     }
 }

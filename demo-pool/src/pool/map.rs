@@ -1,17 +1,83 @@
-//! `map_async`, `starmap` and `starmap_async`: a list of items in chunks, as `map`, with one
-//! `AsyncResult` for the whole list. Each chunk's result is a part of it, gathered as the
-//! parts come in; the first part to fail settles it with that error, as in Python.
+//! `map`, `map_async`, `starmap` and `starmap_async`: a list of items in chunks. `map` waits
+//! for each chunk in turn and decodes its results straight onto the end of the list;
+//! `map_async` and `starmap` give one `AsyncResult` for the whole list, whose chunks' results
+//! are parts of it, gathered as the parts come in; the first part to fail settles it with that
+//! error, as in Python.
 
+use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use serde::de::{Deserialize, DeserializeOwned, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
+use super::claim::Claim;
 use super::worker::{self, Call};
 use super::{AsyncResult, Error, Forward, Outcome, Pool, Slot, lock};
 
 impl Pool {
+    /// Python's `map(task, items)`: the results in the order of the items. As in Python, the
+    /// items travel in chunks, about four per worker, and the first failed chunk is the error.
+    /// All the items are collected first, as in Python; `imap` takes them as it goes. A
+    /// deadline set with `Builder::task_deadline` holds for each chunk.
+    pub fn map<A, R>(
+        &self,
+        task: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let items = items.into_iter();
+        // New: items whose number is known are encoded chunk by chunk as they come, rather
+        // than collected first; the number sets the size of the chunks.
+        match items.size_hint() {
+            (low, Some(high)) if low == high => self.map_known(task, items, low),
+            _ => {
+                let items: Vec<A> = items.collect();
+                let n = items.len();
+                self.map_known(task, items.into_iter(), n)
+            }
+        }
+    }
+
+    /// `map` of about `n` items. An iterator's size hint may be wrong: then the chunks are only
+    /// of another size, and nothing is reserved on its word but a chunk of at most
+    /// `MAX_CHUNK` items.
+    fn map_known<A, R>(
+        &self,
+        task: fn(A) -> R,
+        mut items: impl Iterator<Item = A>,
+        n: usize,
+    ) -> Result<Vec<R>, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let workers = lock(&self.shared.state).workers.len().max(1);
+        let size = n.div_ceil(workers * 4).clamp(1, MAX_CHUNK);
+        let mut chunk = Vec::new();
+        let (mut chunks, mut count) = (Vec::new(), 0);
+        loop {
+            chunk.extend(items.by_ref().take(size));
+            if chunk.is_empty() {
+                break;
+            }
+            count += chunk.len();
+            let call = worker::call_chunk::<A, R>;
+            let frame = worker::task_frame(call, task as usize, chunk.as_slice())?;
+            chunk.clear();
+            let slot = self.submit(frame, self.deadline, None)?;
+            chunks.push(AsyncResult::<Vec<R>>::new(&self.shared, slot));
+        }
+        let mut results = Vec::with_capacity(count);
+        for chunk in chunks {
+            chunk.get_appended(&mut results)?;
+        }
+        Ok(results)
+    }
+
     /// Python's `map_async(task, items)`: `map` without the wait, one [`AsyncResult`] for
     /// the whole list. The items travel in chunks, as in `map`.
     pub fn map_async<A, R>(
@@ -166,3 +232,43 @@ fn call_star_chunk<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
     worker::encode(&results, out).map_err(|e| worker::unsendable(&results, e))?;
     Ok(())
 }
+
+impl<R: DeserializeOwned> AsyncResult<Vec<R>> {
+    /// `get` for a list, whose items are decoded straight onto the end of `results`.
+    fn get_appended(&self, results: &mut Vec<R>) -> Result<(), Error> {
+        let claim = Claim::take(&self.shared, &mut lock(&self.shared.state), &self.slot);
+        self.wait_decoded(claim, None, |bytes| {
+            AppendTo(results).deserialize(&mut postcard::Deserializer::from_bytes(bytes))
+        })
+    }
+}
+
+/// Decodes a list onto the end of a vector.
+struct AppendTo<'a, R>(&'a mut Vec<R>);
+
+impl<'de, R: Deserialize<'de>> DeserializeSeed<'de> for AppendTo<'_, R> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, decoder: D) -> Result<(), D::Error> {
+        decoder.deserialize_seq(self)
+    }
+}
+
+impl<'de, R: Deserialize<'de>> Visitor<'de> for AppendTo<'_, R> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of results")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        // No `reserve` from the list's length: `map` made room for all the items already.
+        while let Some(result) = seq.next_element()? {
+            self.0.push(result);
+        }
+        Ok(())
+    }
+}
+
+/// The most items in one chunk of `map`: bounds what a wrong size hint can make it reserve.
+const MAX_CHUNK: usize = 1 << 20;
