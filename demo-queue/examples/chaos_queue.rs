@@ -348,7 +348,11 @@ fn writer((ctx, w, g): (Ctx, Writer<Value>, u64)) {
 /// Whether a queue in state `before` had room for a value of `len` bytes: if no put came
 /// after (`tail` did not move), the room stayed.
 fn had_room(before: &Snapshot, len: u64) -> bool {
-    before.count < before.maxsize && RING_BYTES as u64 - (before.tail - before.head) >= 4 + len
+    // `head` is read before `tail`, without the lock: values taken and others put between the
+    // two reads make the ring look fuller than it was, even fuller than it can be. Such a
+    // snapshot claims no room (a plain subtraction would wrap around and claim plenty).
+    let free = (RING_BYTES as u64).saturating_sub(before.tail - before.head);
+    before.count < before.maxsize && free >= 4 + len
 }
 
 /// Gets values until `Disconnected`, checking each. A quarter of the gets are timed; an
