@@ -225,7 +225,7 @@ impl Pool {
         // The task is sent and its worker claimed in one step: this thread reads the result
         // from the worker itself (see `claim.rs`).
         let frame = worker::task_frame(worker::call_one::<A, R>, task as usize, &args)?;
-        let (slot, claim) = self.submit_claiming(frame, self.deadline, true)?;
+        let (slot, claim) = self.enqueue(frame, self.deadline, None, true)?;
         let result = AsyncResult::new(&self.shared, slot);
         result.wait_claimed(claim, None)
     }
@@ -287,15 +287,6 @@ impl Pool {
     /// `submit`, and if `claim` and the task went to a worker at once, a claim on that
     /// worker, taken under the same lock: then the manager's epoll never watches the worker
     /// for this task.
-    fn submit_claiming(
-        &self,
-        frame: worker::Frame,
-        deadline: Option<Duration>,
-        claim: bool,
-    ) -> Result<(Arc<Slot>, Option<Claim<'_>>), Error> {
-        self.enqueue(frame, deadline, None, claim)
-    }
-
     fn enqueue(
         &self,
         frame: worker::Frame,
@@ -337,16 +328,6 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
-    }
-}
-
-impl<R> AsyncResult<R> {
-    fn new(shared: &Arc<Shared>, slot: Arc<Slot>) -> Self {
-        AsyncResult {
-            slot,
-            shared: Arc::clone(shared),
-            result: PhantomData,
-        }
     }
 }
 
@@ -393,6 +374,14 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 }
 
 impl<R> AsyncResult<R> {
+    fn new(shared: &Arc<Shared>, slot: Arc<Slot>) -> Self {
+        AsyncResult {
+            slot,
+            shared: Arc::clone(shared),
+            result: PhantomData,
+        }
+    }
+
     /// Waits for the result, reading it from its worker under `claim`, and decodes it with
     /// `decode`.
     fn wait_decoded<T>(

@@ -29,9 +29,13 @@ use crate::forkserver;
 use crate::process::{self, Process, StartMethod};
 use crate::spawn::{self, Task};
 
-/// A worker's process, which the manager alone holds: it starts and reaps it.
-struct Link {
-    process: Process,
+/// What the manager works with from start to end: the shared state, its end of the wake
+/// socket, and how to start a worker.
+struct Manager<'a> {
+    shared: &'a Shared,
+    woken: &'a UnixStream,
+    method: StartMethod,
+    start: &'a worker::Start,
 }
 
 /// The manager thread: starts the first `n` workers, says on `started` whether it could, then
@@ -44,14 +48,16 @@ pub(super) fn run(
     start: &worker::Start,
     started: mpsc::Sender<io::Result<()>>,
 ) {
-    let mut links = Vec::new();
+    // The workers' processes, in the order of `state.workers`: the manager alone holds them,
+    // to start and reap.
+    let mut processes = Vec::new();
     let first = {
         let mut state = lock(&shared.state);
         (0..n).try_for_each(|_| {
-            let inherited = pool_fds(shared, &woken, &state, &links);
-            let (worker, link) = start_worker(shared, method, inherited, start)?;
+            let inherited = pool_fds(shared, &woken, &state, &processes);
+            let (worker, process) = start_worker(shared, method, inherited, start)?;
             state.workers.push(worker);
-            links.push(link);
+            processes.push(process);
             state.sync_arms(&shared.epoll);
             Ok(())
         })
@@ -60,7 +66,7 @@ pub(super) fn run(
         shutdown(
             shared,
             &mut lock(&shared.state),
-            links,
+            processes,
             true,
             Error::Terminated,
         );
@@ -70,7 +76,13 @@ pub(super) fn run(
     let _ = started.send(Ok(()));
 
     let ended = panic::catch_unwind(AssertUnwindSafe(|| {
-        manage(shared, &woken, method, &mut links, start)
+        let manager = Manager {
+            shared,
+            woken: &woken,
+            method,
+            start,
+        };
+        manager.manage(&mut processes)
     }));
     let mut state = lock(&shared.state);
     let broken = match ended {
@@ -88,148 +100,132 @@ pub(super) fn run(
     };
     // A closed pool whose work is done lets its workers leave; anything else kills them.
     let gently = state.status == Status::Closed && state.idle();
-    shutdown(shared, &mut state, links, !gently, reason);
+    shutdown(shared, &mut state, processes, !gently, reason);
 }
 
-/// Runs until the pool is terminated, or closed with all its work done. Every result that no
-/// waiting thread reads is read here; every dead worker is reaped and replaced here.
-fn manage(
-    shared: &Shared,
-    woken: &UnixStream,
-    method: StartMethod,
-    links: &mut Vec<Link>,
-    start: &worker::Start,
-) -> io::Result<()> {
-    let mut scratch = vec![0; 64 * 1024];
-    let mut settled = Vec::new();
-    let mut buffer = vec![EpollEvent::empty(); 64];
-    let mut due = None;
-    loop {
-        let events = wait_for_events(shared, &mut buffer, due)?;
-        if events.contains(&Token::Wake) {
-            drain(woken);
-        }
-        let mut state = lock(&shared.state);
-        let step = step(
-            shared,
-            woken,
-            method,
-            links,
-            start,
-            &mut state,
-            &events,
-            &mut scratch,
-            &mut settled,
-        );
-        due = kill_overdue(&mut state);
-        drop(state);
-        // Settled with the lock released: the thread woken by a result goes on at once, to
-        // submit its next task say, without waiting for this thread to let go of the lock.
-        settled
-            .drain(..)
-            .for_each(|(slot, outcome)| slot.settle(outcome));
-        if let Some(ended) = step {
-            return ended;
+impl Manager<'_> {
+    /// Runs until the pool is terminated, or closed with all its work done. Every result that
+    /// no waiting thread reads is read here; every dead worker is reaped and replaced here.
+    fn manage(&self, processes: &mut Vec<Process>) -> io::Result<()> {
+        let (shared, woken) = (self.shared, self.woken);
+        let mut scratch = vec![0; 64 * 1024];
+        let mut settled = Vec::new();
+        let mut buffer = vec![EpollEvent::empty(); 64];
+        let mut due = None;
+        loop {
+            let events = wait_for_events(shared, &mut buffer, due)?;
+            if events.contains(&Token::Wake) {
+                drain(woken);
+            }
+            let mut state = lock(&shared.state);
+            let step = self.step(processes, &mut state, &events, &mut scratch, &mut settled);
+            due = kill_overdue(&mut state);
+            drop(state);
+            // Settled with the lock released: the thread woken by a result goes on at once, to
+            // submit its next task say, without waiting for this thread to let go of the lock.
+            settled
+                .drain(..)
+                .for_each(|(slot, outcome)| slot.settle(outcome));
+            if let Some(ended) = step {
+                return ended;
+            }
         }
     }
-}
 
-/// One round of the manager, after `events`: reads results, replaces the workers that
-/// ended, hands out queued tasks. `Some` when the pool is to end, and how.
-#[allow(clippy::too_many_arguments)]
-fn step(
-    shared: &Shared,
-    woken: &UnixStream,
-    method: StartMethod,
-    links: &mut Vec<Link>,
-    start: &worker::Start,
-    state: &mut State,
-    events: &[Token],
-    scratch: &mut [u8],
-    settled: &mut Vec<(Arc<Slot>, Outcome)>,
-) -> Option<io::Result<()>> {
-    let mut ended = Vec::new();
-    for &event in events {
-        match event {
-            Token::Wake => {}
-            Token::Ended(id) => ended.extend(state.index_of(id)),
-            // Claimed since the event came: then the claiming thread reads them.
-            Token::Results(id) => match state.index_of(id) {
-                Some(i) if !state.workers[i].claimed => {
-                    state.workers[i].read_results(false, scratch, settled)
-                }
-                _ => {}
-            },
+    /// One round of the manager, after `events`: reads results, replaces the workers that
+    /// ended, hands out queued tasks. `Some` when the pool is to end, and how.
+    fn step(
+        &self,
+        processes: &mut Vec<Process>,
+        state: &mut State,
+        events: &[Token],
+        scratch: &mut [u8],
+        settled: &mut Vec<(Arc<Slot>, Outcome)>,
+    ) -> Option<io::Result<()>> {
+        let (shared, method, start) = (self.shared, self.method, self.start);
+        let mut ended = Vec::new();
+        for &event in events {
+            match event {
+                Token::Wake => {}
+                Token::Ended(id) => ended.extend(state.index_of(id)),
+                // Claimed since the event came: then the claiming thread reads them.
+                Token::Results(id) => match state.index_of(id) {
+                    Some(i) if !state.workers[i].claimed => {
+                        state.workers[i].read_results(false, scratch, settled)
+                    }
+                    _ => {}
+                },
+            }
         }
-    }
-    // A dead worker's last results are read here, claimed or not: they say which task it
-    // was running.
-    ended.sort_unstable();
-    ended.dedup();
-    for &i in &ended {
-        state.workers[i].read_results(true, scratch, settled);
-    }
-    // An initializer that fails would fail in every replacement too: the pool stops rather
-    // than fork workers for ever, and every task says why.
-    if let Some(why) = state.workers.iter().find_map(|w| w.init_failed.as_ref()) {
-        let why = format!("the initializer panicked: {why}");
-        return Some(Err(io::Error::other(why)));
-    }
-    // From the highest index down, so that removing a worker keeps the others' indexes.
-    for &i in ended.iter().rev() {
-        let pid = state.workers[i].pid;
-        let how = reap(&mut links[i].process);
-        state.workers[i].unwatch(&shared.epoll);
-        if !state.workers[i].ready && how != "killed by SIGKILL" {
-            // Reaped: its pid may soon be another process's, so forget it. Its tasks had not
-            // started; the pool's end settles them.
-            let worker = state.workers.remove(i);
-            links.remove(i);
-            state.pending.extend(worker.sent);
-            let why = format!("the initializer ended its worker: {how}");
+        // A dead worker's last results are read here, claimed or not: they say which task it
+        // was running.
+        ended.sort_unstable();
+        ended.dedup();
+        for &i in &ended {
+            state.workers[i].read_results(true, scratch, settled);
+        }
+        // An initializer that fails would fail in every replacement too: the pool stops rather
+        // than fork workers for ever, and every task says why.
+        if let Some(why) = state.workers.iter().find_map(|w| w.init_failed.as_ref()) {
+            let why = format!("the initializer panicked: {why}");
             return Some(Err(io::Error::other(why)));
         }
-        // Its oldest task is the one it was running; the ones behind it had not started, so
-        // they go back to the front of the queue for another worker.
-        let mut sent = std::mem::take(&mut state.workers[i].sent);
-        state.workers[i].sent_bytes = 0;
-        if let Some(job) = sent.pop_front() {
-            let pid = pid.as_raw();
-            let error = match job.deadline {
-                Some(deadline) if state.workers[i].overdue => Error::TimedOut { pid, deadline },
-                _ => Error::WorkerDied { pid, how },
-            };
-            settled.push((job.slot, Err(error)));
-        }
-        while let Some(job) = sent.pop_back() {
-            state.pending.push_front(job);
-        }
-        if state.status == Status::Running || !state.pending.is_empty() {
-            let inherited = pool_fds(shared, woken, state, links);
-            match start_worker(shared, method, inherited, start) {
-                Ok((worker, link)) => {
-                    state.workers[i] = worker;
-                    links[i] = link;
-                }
-                Err(e) => {
-                    // Reaped: its pid may soon be another process's, so forget it.
-                    state.workers.remove(i);
-                    links.remove(i);
-                    return Some(Err(e));
-                }
+        // From the highest index down, so that removing a worker keeps the others' indexes.
+        for &i in ended.iter().rev() {
+            let pid = state.workers[i].pid;
+            let how = reap(&mut processes[i]);
+            state.workers[i].unwatch(&shared.epoll);
+            if !state.workers[i].ready && how != "killed by SIGKILL" {
+                // Reaped: its pid may soon be another process's, so forget it. Its tasks had not
+                // started; the pool's end settles them.
+                let worker = state.workers.remove(i);
+                processes.remove(i);
+                state.pending.extend(worker.sent);
+                let why = format!("the initializer ended its worker: {how}");
+                return Some(Err(io::Error::other(why)));
             }
-        } else {
-            state.workers.remove(i);
-            links.remove(i);
+            // Its oldest task is the one it was running; the ones behind it had not started, so
+            // they go back to the front of the queue for another worker.
+            let mut sent = std::mem::take(&mut state.workers[i].sent);
+            state.workers[i].sent_bytes = 0;
+            if let Some(job) = sent.pop_front() {
+                let pid = pid.as_raw();
+                let error = match job.deadline {
+                    Some(deadline) if state.workers[i].overdue => Error::TimedOut { pid, deadline },
+                    _ => Error::WorkerDied { pid, how },
+                };
+                settled.push((job.slot, Err(error)));
+            }
+            while let Some(job) = sent.pop_back() {
+                state.pending.push_front(job);
+            }
+            if state.status == Status::Running || !state.pending.is_empty() {
+                let inherited = pool_fds(shared, self.woken, state, processes);
+                match start_worker(shared, method, inherited, start) {
+                    Ok((worker, process)) => {
+                        state.workers[i] = worker;
+                        processes[i] = process;
+                    }
+                    Err(e) => {
+                        // Reaped: its pid may soon be another process's, so forget it.
+                        state.workers.remove(i);
+                        processes.remove(i);
+                        return Some(Err(e));
+                    }
+                }
+            } else {
+                state.workers.remove(i);
+                processes.remove(i);
+            }
         }
+        match state.status {
+            Status::Terminated => return Some(Ok(())),
+            Status::Closed if state.idle() => return Some(Ok(())),
+            _ => state.dispatch(),
+        }
+        state.sync_arms(&shared.epoll);
+        None
     }
-    match state.status {
-        Status::Terminated => return Some(Ok(())),
-        Status::Closed if state.idle() => return Some(Ok(())),
-        _ => state.dispatch(),
-    }
-    state.sync_arms(&shared.epoll);
-    None
 }
 
 /// Kills each worker whose task has run past its deadline (its death, seen through its
@@ -294,17 +290,17 @@ fn reap(process: &mut Process) -> String {
 fn shutdown(
     shared: &Shared,
     state: &mut State,
-    mut links: Vec<Link>,
+    mut processes: Vec<Process>,
     kill_them: bool,
     reason: Error,
 ) {
     let mut workers = std::mem::take(&mut state.workers);
     workers.iter_mut().for_each(|w| w.unwatch(&shared.epoll));
-    for (worker, link) in workers.iter().zip(&mut links) {
+    for (worker, process) in workers.iter().zip(&mut processes) {
         if kill_them {
             // Through its pidfd: a forkserver worker is not our child, and its pid could
             // name another process once the server has reaped it.
-            let _ = link.process.kill();
+            let _ = process.kill();
         } else {
             // `shutdown` reaches the worker even if another process holds a copy of this
             // socket, which closing it would not.
@@ -313,9 +309,9 @@ fn shutdown(
     }
     // Waiting for a worker to end is bounded: it was killed, or it is idle, reading its
     // task stream, and leaves when that ends.
-    debug_assert_eq!(workers.len(), links.len());
-    for (worker, mut link) in workers.into_iter().zip(links) {
-        reap(&mut link.process);
+    debug_assert_eq!(workers.len(), processes.len());
+    for (worker, mut process) in workers.into_iter().zip(processes) {
+        reap(&mut process);
         for job in worker.sent {
             job.slot.settle(Err(reason.clone()));
         }
@@ -327,7 +323,12 @@ fn shutdown(
 
 /// The pool's own descriptors, which a new worker closes: it must hold no copy of another
 /// worker's socket or of the manager's.
-fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) -> Vec<RawFd> {
+fn pool_fds(
+    shared: &Shared,
+    woken: &UnixStream,
+    state: &State,
+    processes: &[Process],
+) -> Vec<RawFd> {
     let mut fds = vec![
         shared.wake.as_raw_fd(),
         woken.as_raw_fd(),
@@ -343,8 +344,8 @@ fn pool_fds(shared: &Shared, woken: &UnixStream, state: &State, links: &[Link]) 
         .iter()
         .chain(state.workers.iter().flat_map(|w| &w.sent));
     fds.extend(jobs.flat_map(|job| &job.fds).map(|fd| fd.as_raw_fd()));
-    for link in links {
-        fds.extend(link.process.sentinel().map(|s| s.as_raw_fd()));
+    for process in processes {
+        fds.extend(process.sentinel().map(|s| s.as_raw_fd()));
     }
     fds
 }
@@ -361,7 +362,7 @@ fn start_worker(
     method: StartMethod,
     mut inherited: Vec<RawFd>,
     start: &worker::Start,
-) -> io::Result<(Worker, Link)> {
+) -> io::Result<(Worker, Process)> {
     let (ours, theirs) = UnixStream::pair()?;
     let tasks = ours.try_clone()?;
     // Ask for a 256 KiB buffer; the kernel may give less. Queued tasks may use a quarter.
@@ -422,5 +423,5 @@ fn start_worker(
         left,
         overdue: false,
     };
-    Ok((worker, Link { process }))
+    Ok((worker, process))
 }
