@@ -313,7 +313,10 @@ fn serve(sock: &UnixStream, base: u64, max_tasks: usize) -> i32 {
         fds: VecDeque::new(),
         space: nix::cmsg_space!([RawFd; fds::MAX_FDS]),
     };
-    let mut reader = BufReader::with_capacity(64 * 1024, tasks);
+    // 8 KiB holds a few hundred small tasks; a longer frame is read past it, straight into
+    // `args`. Not more: `BufReader` zeroes all of its buffer at the first read, and each page
+    // a new worker touches is a page fault, which starting a pool pays four times over.
+    let mut reader = BufReader::with_capacity(8 * 1024, tasks);
     let mut args = Vec::new();
     let mut out = Vec::new();
     let mut reseeded = false;
