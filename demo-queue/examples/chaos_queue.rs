@@ -317,7 +317,10 @@ fn writer((ctx, w, g): (Ctx, Writer<Value>, u64)) {
         let value = make(g as u32, s);
         loop {
             let put = if rng.one_in(4) {
-                let before = w.snapshot();
+                // Under the lock: a writer killed between its stores to `tail` and `count`
+                // leaves `count` short until the next `put` or `get` mends it, and a snapshot
+                // read around it would see room that the `put` then does not find.
+                let before = w.snapshot_locked();
                 let put = w.put_timeout(value.clone(), rng.upto(TIMED));
                 if let Err(PutError::Full) = put {
                     let len = postcard::to_stdvec(&value).unwrap().len() as u64;
@@ -348,10 +351,7 @@ fn writer((ctx, w, g): (Ctx, Writer<Value>, u64)) {
 /// Whether a queue in state `before` had room for a value of `len` bytes: if no put came
 /// after (`tail` did not move), the room stayed.
 fn had_room(before: &Snapshot, len: u64) -> bool {
-    // `head` is read before `tail`, without the lock: values taken and others put between the
-    // two reads make the ring look fuller than it was, even fuller than it can be. Such a
-    // snapshot claims no room (a plain subtraction would wrap around and claim plenty).
-    let free = (RING_BYTES as u64).saturating_sub(before.tail - before.head);
+    let free = RING_BYTES as u64 - (before.tail - before.head);
     before.count < before.maxsize && free >= 4 + len
 }
 

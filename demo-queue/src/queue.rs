@@ -410,6 +410,16 @@ impl<T> Writer<T> {
     pub fn snapshot(&self) -> Snapshot {
         self.shared.snapshot()
     }
+
+    /// `snapshot`, read with the ring's lock held, once a change that a dead process left
+    /// half-done is mended: `head`, `tail` and `count` agree with each other, as `put` would
+    /// find them. (`lock_word` then names this thread.) Waits for the lock as `put` does.
+    pub fn snapshot_locked(&self) -> Snapshot {
+        let ring = self.shared.lock();
+        let snapshot = self.shared.snapshot();
+        drop(ring);
+        snapshot
+    }
 }
 
 impl<T> Reader<T> {
@@ -419,8 +429,9 @@ impl<T> Reader<T> {
     }
 }
 
-/// The queue's shared header, read field by field without the lock: to see why a queue is
-/// stuck, or to check from outside what a timed call had in front of it. `head` and `tail`
+/// The queue's shared header, read field by field without the lock (or under it, with
+/// `Writer::snapshot_locked`): to see why a queue is stuck, or to check from outside what a
+/// timed call had in front of it. `head` and `tail`
 /// only grow: they count the bytes ever taken and put.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
@@ -1037,6 +1048,36 @@ mod tests {
         child.start().unwrap();
         assert_eq!(child.join().unwrap(), 0);
         q.put(2).unwrap();
+        assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
+    }
+
+    #[test]
+    fn a_locked_snapshot_counts_the_value_of_a_writer_that_died_mid_change() {
+        let q = Queue::<u32>::bounded(2).unwrap();
+        q.put(1).unwrap();
+        // A writer that dies after its store to `tail` and before the one to `count`.
+        let die_mid_put = |shared: Arc<Shared>| {
+            let mut ring = shared.lock();
+            let count = ring.header().count.load(Relaxed);
+            let slot = ring.room_for(1).unwrap();
+            ring.push(slot, &[2]); // 2u32 in postcard.
+            ring.header().count.store(count, Relaxed);
+            std::mem::forget(ring);
+            // SAFETY: `_exit` ends the process at once; it is always sound to call.
+            unsafe { libc::_exit(0) }
+        };
+        let mut child = crate::process::Process::new(die_mid_put, q.writer.shared.clone());
+        child.start().unwrap();
+        assert_eq!(child.join().unwrap(), 0);
+        // Read without the lock, the header says one value, and room for another...
+        assert_eq!(q.writer.snapshot().count, 1);
+        // ...read under it, two: the queue is full, as a `put` would find it.
+        let locked = q.writer.snapshot_locked();
+        assert_eq!((locked.count, locked.maxsize), (2, 2));
+        assert!(matches!(
+            q.writer.put_timeout(3, Duration::ZERO),
+            Err(PutError::Full)
+        ));
         assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
     }
 
