@@ -24,9 +24,11 @@
 //!
 //! Beside them, `procspawn`'s pool (a spawn pool whose values cross by ipc-channel): its
 //! `Pool::new(4)` + `shutdown`, one `spawn(..).join()` round trip, and the `map` items sent as
-//! four chunks, one `spawn` each (it has no `map`).
+//! four chunks, one `spawn` each (it has no `map`). Figures that are compared take turns,
+//! repeat by repeat: ours and the bare cost, ours and procspawn's.
 //!
-//! Run with: `cargo run --release -p demo-pool --example bench_pool` (`BENCH_QUICK=1` for a short run)
+//! Run with: `cargo run --release -p demo-pool --example bench_pool` (`BENCH_QUICK=1` for a short run;
+//! `-- --create-join` for the `pool.create_join` rows alone)
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -48,6 +50,10 @@ use nix::unistd::{ForkResult, Pid, fork};
 /// The argument that makes this program exit at once: the bare cost of a spawn.
 const EXIT: &str = "--exit-at-once";
 
+/// The argument that measures only `Pool(4)` create+close+join: `cargo xtask bench` runs it
+/// in turns with `python/bench.py --create-join`, so that both meet the machine's moods.
+const CREATE_JOIN: &str = "--create-join";
+
 fn noop(x: u64) -> u64 {
     x
 }
@@ -66,32 +72,10 @@ fn main() {
     let items = if quick { 200_000 } else { 1_000_000 };
 
     // First, while this process is small: a later fork copies whatever the other
-    // measurements left in memory. python/bench.py does the same. The bare server is forked
-    // now, while this process has one thread, as a forkserver is.
-    let server = BareServer::start();
-    for method in StartMethod::ALL {
-        let ms = median(repeats * 3, || {
-            let start = Instant::now();
-            let mut pool = Pool::with_start_method(4, method).unwrap();
-            pool.close();
-            pool.join().unwrap();
-            start.elapsed().as_secs_f64() * 1e3
-        });
-        let id = match method {
-            StartMethod::Fork => "pool.create_join".to_string(),
-            _ => format!("pool.create_join.{method}"),
-        };
-        report(&id, "ours", ms, "ms");
-        let ms = median(repeats * 3, || {
-            let start = Instant::now();
-            match method {
-                StartMethod::Fork => bare_forks(4),
-                StartMethod::Spawn => bare_spawns(4),
-                StartMethod::Forkserver => server.children(4),
-            }
-            start.elapsed().as_secs_f64() * 1e3
-        });
-        report(&id, "limit", ms, "ms");
+    // measurements left in memory. python/bench.py does the same.
+    create_join(repeats * 3);
+    if std::env::args_os().nth(1).is_some_and(|a| a == CREATE_JOIN) {
+        return;
     }
 
     let pool = Pool::new(4).unwrap();
@@ -106,18 +90,11 @@ fn main() {
     report("pool.apply_async", "ours", rate, "tasks/s");
     let rate = median(repeats, || {
         let start = Instant::now();
-        assert_eq!(pool.map(noop, 0..items).unwrap().len(), items as usize);
-        items as f64 / start.elapsed().as_secs_f64()
-    });
-    report("pool.map", "ours", rate, "items/s");
-    let rate = median(repeats, || {
-        let start = Instant::now();
         let results = pool.imap_unordered(noop, 0..tasks, 1).unwrap();
         assert_eq!(results.filter(Result::is_ok).count(), tasks as usize);
         tasks as f64 / start.elapsed().as_secs_f64()
     });
     report("pool.imap_unordered", "ours", rate, "items/s");
-    drop(pool);
 
     let ms = median(repeats * 3, || {
         let start = Instant::now();
@@ -127,18 +104,23 @@ fn main() {
         start.elapsed().as_secs_f64() * 1e3
     });
     report("pool.create_join.spawn", "procspawn", ms, "ms");
-    let pool = procspawn::Pool::new(4).unwrap();
-    // procspawn has no `map`: the items go as four chunks, one `spawn` per worker, each a
-    // `Vec` that crosses whole. Four, not more: a fifth chunk this large, sent while every
-    // worker is busy, blocks procspawn's `spawn` for good (its send waits on a worker that
-    // waits on its caller).
-    let rate = median(repeats, || {
+    // Ours and procspawn's take turns, repeat by repeat, so that they share the machine's
+    // moods. procspawn has no `map`: the items go as four chunks, one `spawn` per worker,
+    // each a `Vec` that crosses whole. Four, not more: a fifth chunk this large, sent while
+    // every worker is busy, blocks procspawn's `spawn` for good (its send waits on a worker
+    // that waits on its caller).
+    let peer = procspawn::Pool::new(4).unwrap();
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..repeats {
+        let start = Instant::now();
+        assert_eq!(pool.map(noop, 0..items).unwrap().len(), items as usize);
+        ours.push(items as f64 / start.elapsed().as_secs_f64());
         let start = Instant::now();
         let chunk = items.div_ceil(4);
         let handles: Vec<_> = (0..4)
             .map(|c| {
                 let part: Vec<u64> = (c * chunk..((c + 1) * chunk).min(items)).collect();
-                pool.spawn(part, |part: Vec<u64>| {
+                peer.spawn(part, |part: Vec<u64>| {
                     part.into_iter().map(noop).collect::<Vec<_>>()
                 })
             })
@@ -148,12 +130,44 @@ fn main() {
             done += handle.join().unwrap().len();
         }
         assert_eq!(done, items as usize);
-        items as f64 / start.elapsed().as_secs_f64()
-    });
-    report("pool.map", "procspawn", rate, "items/s");
-    pool.shutdown();
+        theirs.push(items as f64 / start.elapsed().as_secs_f64());
+    }
+    peer.shutdown();
+    drop(pool);
+    report("pool.map", "ours", middle(ours), "items/s");
+    report("pool.map", "procspawn", middle(theirs), "items/s");
 
     round_trips(repeats, tasks / 4);
+}
+
+/// `Pool(4)` create+close+join under each start method, and the bare cost of starting four
+/// processes that way, in turns, repeat by repeat. The bare server is forked now, while this
+/// process has one thread, as a forkserver is.
+fn create_join(repeats: usize) {
+    let server = BareServer::start();
+    for method in StartMethod::ALL {
+        let (mut ours, mut limit) = (Vec::new(), Vec::new());
+        for _ in 0..repeats {
+            let start = Instant::now();
+            let mut pool = Pool::with_start_method(4, method).unwrap();
+            pool.close();
+            pool.join().unwrap();
+            ours.push(start.elapsed().as_secs_f64() * 1e3);
+            let start = Instant::now();
+            match method {
+                StartMethod::Fork => bare_forks(4),
+                StartMethod::Spawn => bare_spawns(4),
+                StartMethod::Forkserver => server.children(4),
+            }
+            limit.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        let id = match method {
+            StartMethod::Fork => "pool.create_join".to_string(),
+            _ => format!("pool.create_join.{method}"),
+        };
+        report(&id, "ours", middle(ours), "ms");
+        report(&id, "limit", middle(limit), "ms");
+    }
 }
 
 /// One `apply` at a time, ours, procspawn's and the bare echo's, with this process and all

@@ -2,8 +2,9 @@
 
 Prints `bench<TAB>ID<TAB>python<TAB>VALUE<TAB>UNIT` lines; BENCH_QUICK=1 for a short run.
 Pool(4) create+close+join is measured under each start method (get_context(method)), or under
-the one that `--start-method fork|spawn|forkserver` names.
-Run with: python3 demo-pool/python/bench.py [--start-method spawn]
+the one that `--start-method fork|spawn|forkserver` names; `--create-join` measures only that,
+under each method (`cargo xtask bench` runs it in turns with the Rust bench's `--create-join`).
+Run with: python3 demo-pool/python/bench.py [--start-method spawn | --create-join]
 """
 import multiprocessing
 import os
@@ -33,17 +34,23 @@ def report(bench_id, value, unit):
 
 
 def methods(argv):
-    """The start methods to measure: all, or the one --start-method names (exit 2 if bad)."""
+    """The start methods to measure, and whether create+close+join alone: all and everything,
+    the one --start-method names, or all with --create-join (exit 2 if bad)."""
     if not argv:
-        return METHODS
+        return METHODS, False
+    if argv == ["--create-join"]:
+        return METHODS, True
     if len(argv) == 2 and argv[0] == "--start-method" and argv[1] in METHODS:
-        return (argv[1],)
-    print("bench.py: usage: bench.py [--start-method fork|spawn|forkserver]", file=sys.stderr)
+        return (argv[1],), True
+    print(
+        "bench.py: usage: bench.py [--start-method fork|spawn|forkserver | --create-join]",
+        file=sys.stderr,
+    )
     sys.exit(2)
 
 
 def main():
-    measured = methods(sys.argv[1:])
+    measured, create_join_only = methods(sys.argv[1:])
     quick = os.environ.get("BENCH_QUICK") == "1"
     repeats = 3 if quick else 7
     tasks = 5_000 if quick else 20_000
@@ -63,7 +70,7 @@ def main():
         bench_id = "pool.create_join" if method == "fork" else f"pool.create_join.{method}"
         report(bench_id, median(repeats * 3, create_join), "ms")
 
-    if len(measured) == 1:
+    if create_join_only:
         return
     with multiprocessing.get_context("fork").Pool(4) as pool:
         def apply_async():
