@@ -18,8 +18,10 @@ use super::{AsyncResult, Error, Forward, Outcome, Pool, Slot, lock};
 impl Pool {
     /// Python's `map(task, items)`: the results in the order of the items. As in Python, the
     /// items travel in chunks, about four per worker, and the first failed chunk is the error.
-    /// All the items are collected first, as in Python; `imap` takes them as it goes. A
-    /// deadline set with `Builder::task_deadline` holds for each chunk.
+    /// Items whose number the iterator does not say exactly are collected first, as in
+    /// Python; the others are sent chunk by chunk as they come. `imap` takes them as it goes,
+    /// whatever their number. A deadline set with `Builder::task_deadline` holds for each
+    /// chunk.
     pub fn map<A, R>(
         &self,
         task: fn(A) -> R,

@@ -6,7 +6,7 @@
 //!
 //! A worker's results are read by one thread at a time, under the lock: by the manager, or
 //! by a thread waiting for one of that worker's tasks, which has *claimed* the worker (see
-//! `Claim` in `pool.rs`). That thread reads the result itself, one hop less than through the
+//! `claim.rs`). That thread reads the result itself, one hop less than through the
 //! manager; meanwhile the manager's epoll does not watch the worker's results (it is not
 //! *armed*), so the manager sleeps through them. It always watches every worker's pidfd: a
 //! worker's death is the manager's to handle, claimed or not.
