@@ -47,15 +47,15 @@ fn hello() -> Value {
 }
 
 /// The median figure of each contender over `repeats` rounds. Each round runs every
-/// contender once, in turn, so that the machine's drift (it is shared) falls on all alike.
-fn medians<const N: usize>(
-    repeats: usize,
-    mut contenders: [&mut dyn FnMut() -> f64; N],
-) -> [f64; N] {
+/// contender once, in turn, so that the machine's drift (it is shared) falls on all alike, and
+/// each round starts with the next contender, so that no one always runs first (right after
+/// another's processes and memory went) or last.
+fn medians<const N: usize>(repeats: usize, contenders: [&mut dyn FnMut() -> f64; N]) -> [f64; N] {
     let mut figures = [(); N].map(|_| Vec::with_capacity(repeats));
-    for _ in 0..repeats {
-        for (f, figures) in contenders.iter_mut().zip(&mut figures) {
-            figures.push(f());
+    for round in 0..repeats {
+        for k in 0..N {
+            let i = (round + k) % N;
+            figures[i].push(contenders[i]());
         }
     }
     figures.map(|mut v| {

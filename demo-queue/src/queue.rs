@@ -25,9 +25,10 @@
 //! system call at all: a waker calls the kernel only when someone sleeps.
 //!
 //! Values are serialized with serde in postcard, a compact binary format, as Python pickles
-//! them. A value is copied into the ring with only the writers' turn held (a second robust
-//! mutex), and out of it with only the readers' turn: the ring's own lock is held only to
-//! find a place and to publish or remove, so that a writer and a reader copy at the same time.
+//! them. A long value is encoded straight into the ring with only the writers' turn held (a
+//! second robust mutex), and decoded straight out of it with only the readers' turn: the
+//! ring's own lock is held only to find a place and to publish or remove, so that a writer and
+//! a reader work at the same time, and the value's bytes are copied by nobody else.
 //!
 //! A handle given as an argument to a spawned or forkserver child crosses with its
 //! descriptors (`queue/crossing.rs`): the child maps the same memfd and holds its own copy
@@ -43,6 +44,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -62,9 +64,10 @@ mod crossing;
 pub const RING_BYTES: usize = 1 << 20;
 /// Where the ring starts in the shared mapping, after the header.
 const DATA_OFFSET: usize = 4096;
-/// A value this long or longer is copied in and out of the ring with only the writers' or
-/// readers' turn held, so that the other side goes on meanwhile; a shorter one is copied under
-/// the ring's lock, which costs less than taking the lock twice.
+/// A value this long or longer is encoded into and decoded out of the ring in place, with only
+/// the writers' or readers' turn held, so that the other side goes on meanwhile; a shorter one
+/// is encoded beforehand (decoded afterwards) and copied under the ring's lock, which costs
+/// less than taking the lock twice.
 const ALONE: usize = 1 << 10;
 /// How many times an empty `get` looks again before it sleeps: a writer on another core
 /// usually puts the next value within microseconds, and a sleep costs more than that.
@@ -241,16 +244,22 @@ impl<T: Serialize> Writer<T> {
     }
 
     fn put_until(&self, value: &T, deadline: Option<Instant>) -> Result<(), PutError> {
+        let len = encoded_len(value)?;
+        if len + 4 > RING_BYTES {
+            let e = format!("a value of {len} bytes does not fit in the queue");
+            return Err(PutError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)));
+        }
+        // A long value is encoded straight into the ring, once its place is found; a short
+        // one now, to be copied in under the ring's lock.
+        let alone = len >= ALONE;
         SCRATCH.with_borrow_mut(|bytes| {
-            encode(value, bytes)?;
-            if bytes.len() + 4 > RING_BYTES {
-                let e = format!("a value of {} bytes does not fit in the queue", bytes.len());
-                return Err(PutError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)));
+            if !alone {
+                encode(value, bytes)?;
+                same_len(Some(bytes.len()), len)?;
             }
             loop {
                 let mut ring = self.shared.lock();
-                let alone = bytes.len() >= ALONE;
-                // A long value is copied in with only the writers' turn held, so that readers
+                // A long value is encoded in with only the writers' turn held, so that readers
                 // take values meanwhile; a short one under the ring's lock, which costs less
                 // than taking it twice. Both wait while another writer copies alone.
                 let mut writing = None;
@@ -261,15 +270,18 @@ impl<T: Serialize> Writer<T> {
                     // With the turn held, no writer copies: a mark left was a dead writer's.
                     ring.header().writer_alone.store(0, Relaxed);
                 }
-                if let Some(slot) = ring.room_for(bytes.len()) {
-                    match &writing {
+                if let Some(slot) = ring.room_for(len) {
+                    match &mut writing {
                         Some(writing) if alone => {
                             ring.header().writer_alone.store(1, Relaxed);
                             drop(ring);
-                            writing.copy_in(&slot, bytes);
+                            let written = writing.encode_in(&slot, value, bytes);
                             let mut ring = self.shared.lock();
-                            ring.publish(slot);
+                            if written.is_ok() {
+                                ring.publish(slot);
+                            }
                             ring.header().writer_alone.store(0, Relaxed);
+                            written?;
                         }
                         _ => ring.push(slot, bytes),
                     }
@@ -293,13 +305,31 @@ impl<T: Serialize> Writer<T> {
 /// `value` in postcard, a compact binary format (as Python pickles), into `bytes`.
 fn encode<T: Serialize>(value: &T, bytes: &mut Vec<u8>) -> io::Result<()> {
     bytes.clear();
-    match postcard::to_io(value, &mut *bytes) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("the value cannot be encoded: {e}"),
-        )),
+    postcard::to_io(value, &mut *bytes)
+        .map(drop)
+        .map_err(cannot_encode)
+}
+
+/// How many bytes `value` takes in postcard, found without writing them.
+fn encoded_len<T: Serialize>(value: &T) -> io::Result<usize> {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(cannot_encode)
+}
+
+fn cannot_encode(e: postcard::Error) -> io::Error {
+    let e = format!("the value cannot be encoded: {e}");
+    io::Error::new(io::ErrorKind::InvalidInput, e)
+}
+
+/// A value is encoded twice, once to learn its length and once into its place: an error if
+/// the second time gave another length (a `Serialize` that changes its mind), so that no
+/// value is ever published cut short or overflowing its place.
+fn same_len(written: Option<usize>, found: usize) -> io::Result<()> {
+    if written == Some(found) {
+        return Ok(());
     }
+    let e = format!("the value encoded to {found} bytes, then to another length");
+    Err(io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// The value that `bytes` encode, all of them: bytes left over mean the writer put another
@@ -336,7 +366,7 @@ impl<T: DeserializeOwned> Reader<T> {
             loop {
                 let mut ring = self.shared.lock();
                 let mut reading = None;
-                // As `put`: a long value is copied out with only the readers' turn held, a
+                // As `put`: a long value is decoded out with only the readers' turn held, a
                 // short one under the ring's lock; both wait while another reader copies alone.
                 let alone = |ring: &Ring| ring.oldest().is_some_and(|slot| slot.len >= ALONE);
                 if alone(&ring) || ring.header().reader_alone.load(Relaxed) != 0 {
@@ -347,22 +377,29 @@ impl<T: DeserializeOwned> Reader<T> {
                     ring.header().reader_alone.store(0, Relaxed);
                 }
                 if let Some(oldest) = ring.oldest() {
-                    match &reading {
+                    let value = match &reading {
                         Some(reading) if oldest.len >= ALONE => {
                             ring.header().reader_alone.store(1, Relaxed);
                             drop(ring);
-                            reading.copy_out(&oldest, bytes);
+                            // A value is taken once decoded, even by a `Deserialize` that
+                            // panics, as it is when it was copied out to be decoded.
+                            let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
+                                reading.decode_out(&oldest, bytes)
+                            }));
                             let mut ring = self.shared.lock();
                             ring.remove(oldest);
                             ring.header().reader_alone.store(0, Relaxed);
+                            drop(ring);
+                            decoded.unwrap_or_else(|p| panic::resume_unwind(p))
                         }
                         _ => {
                             ring.pop(oldest, bytes);
                             drop(ring);
+                            drop(reading); // Unlocked, and the writers woken: then the decoding.
+                            decode(bytes)
                         }
-                    }
-                    drop(reading); // Unlocked, and the writers woken: then the decoding.
-                    return Ok(decode(bytes)?);
+                    };
+                    return Ok(value?);
                 }
                 drop(reading);
                 if spins < SPINS {
@@ -465,14 +502,14 @@ thread_local! {
 #[repr(C)]
 struct Header {
     mutex: RobustMutex,
-    /// Held by the writer that copies a value into the ring, beyond `tail`, where no reader
-    /// looks: only its holder moves `tail`, so the place it copies to stays free.
+    /// Held by the writer that encodes a value into the ring, beyond `tail`, where no reader
+    /// looks: only its holder moves `tail`, so the place it writes to stays free.
     writers: RobustMutex,
-    /// Held by the reader that copies a value out of the ring, at `head`, where no writer
+    /// Held by the reader that decodes a value out of the ring, at `head`, where no writer
     /// writes: only its holder moves `head`, so the value stays there until it is done.
     readers: RobustMutex,
-    /// Set, under the ring's lock, while the writer with the writers' turn copies a long value
-    /// in outside the lock: other writers then wait for the turn too. A dead writer's mark is
+    /// Set, under the ring's lock, while the writer with the writers' turn encodes a long
+    /// value in outside the lock: other writers then wait for the turn too. A dead writer's mark is
     /// cleared by the next writer to hold the turn.
     writer_alone: AtomicU32,
     /// The same for the reader with the readers' turn.
@@ -718,6 +755,36 @@ impl Shared {
         }
     }
 
+    /// The ring's `len` bytes at `position`, to be written in place, unless they wrap at its
+    /// end.
+    ///
+    /// # Safety
+    ///
+    /// As for `copy_in`, for as long as the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn place_mut(&self, position: u64, len: usize) -> Option<&mut [u8]> {
+        let at = (position % RING_BYTES as u64) as usize;
+        (len <= RING_BYTES - at).then(|| {
+            // SAFETY: the bytes lie inside the ring, and nobody else reads or writes them
+            // while the slice lives, as the caller promises.
+            unsafe { std::slice::from_raw_parts_mut(self.data().add(at), len) }
+        })
+    }
+
+    /// The ring's `len` bytes at `position`, to be read in place, unless they wrap at its end.
+    ///
+    /// # Safety
+    ///
+    /// As for `copy_out`, for as long as the slice lives.
+    unsafe fn place(&self, position: u64, len: usize) -> Option<&[u8]> {
+        let at = (position % RING_BYTES as u64) as usize;
+        (len <= RING_BYTES - at).then(|| {
+            // SAFETY: the bytes lie inside the ring, and no writer writes them while the
+            // slice lives, as the caller promises.
+            unsafe { std::slice::from_raw_parts(self.data().add(at), len) }
+        })
+    }
+
     /// Copies the ring's bytes at `position` into `bytes`, wrapping at its end.
     ///
     /// # Safety
@@ -908,16 +975,37 @@ struct Writing<'a> {
 }
 
 impl Writing<'_> {
-    /// Copies a value and its length into the slot that `room_for` found for it.
-    fn copy_in(&self, slot: &Slot, value: &[u8]) {
-        assert_eq!(slot.len, value.len(), "the slot was found for this value");
+    /// Encodes `value` and its length into the slot that `room_for` found for it: straight
+    /// into the ring, or through `scratch` where the slot wraps at the ring's end. The slot
+    /// is published only if this succeeds.
+    fn encode_in<T: Serialize>(
+        &mut self,
+        slot: &Slot,
+        value: &T,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
         // SAFETY: we hold the writers' turn, and `room_for` found the slot's bytes free: only
-        // this turn's holder moves `tail`, and readers only move `head` up to it.
+        // this turn's holder moves `tail`, and readers only move `head` up to it. The slice
+        // borrows `self` mutably, so it is the only one, and it ends before the turn does.
+        match unsafe { self.shared.place_mut(slot.tail + 4, slot.len) } {
+            Some(place) => {
+                // Too long for its place is an error from postcard, and not written past it.
+                let written = postcard::to_slice(value, place).ok().map(|b| b.len());
+                same_len(written, slot.len)?;
+            }
+            None => {
+                encode(value, scratch)?;
+                same_len(Some(scratch.len()), slot.len)?;
+                // SAFETY: as above.
+                unsafe { self.shared.copy_in(slot.tail + 4, scratch) };
+            }
+        }
+        // SAFETY: as above.
         unsafe {
             self.shared
-                .copy_in(slot.tail, &(value.len() as u32).to_le_bytes());
-            self.shared.copy_in(slot.tail + 4, value);
-        }
+                .copy_in(slot.tail, &(slot.len as u32).to_le_bytes())
+        };
+        Ok(())
     }
 }
 
@@ -928,12 +1016,23 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    /// Copies out the value that `oldest` found, into `value`.
-    fn copy_out(&self, oldest: &Slot, value: &mut Vec<u8>) {
-        value.resize(oldest.len, 0);
+    /// Decodes the value that `oldest` found: straight from the ring, or through `scratch`
+    /// where it wraps at the ring's end.
+    fn decode_out<T: DeserializeOwned>(
+        &self,
+        oldest: &Slot,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<T> {
         // SAFETY: we hold the readers' turn: only its holder moves `head`, so the value,
-        // published before `tail`, stays where it is and no writer writes there.
-        unsafe { self.shared.copy_out(oldest.tail + 4, value) };
+        // published before `tail`, stays where it is and no writer writes there; the slice
+        // borrows `self`, so it ends before the turn does.
+        if let Some(place) = unsafe { self.shared.place(oldest.tail + 4, oldest.len) } {
+            return decode(place);
+        }
+        scratch.resize(oldest.len, 0);
+        // SAFETY: as above.
+        unsafe { self.shared.copy_out(oldest.tail + 4, scratch) };
+        decode(scratch)
     }
 }
 
@@ -1138,6 +1237,75 @@ mod tests {
             "{err}"
         );
         assert_eq!(q.writer.snapshot().tail, 0);
+    }
+
+    /// Bytes that encode to one more byte each time they are encoded, while `fickle`; and a
+    /// decoding that panics on a first byte of 0xFF.
+    struct Odd {
+        bytes: std::cell::RefCell<Vec<u8>>,
+        fickle: bool,
+    }
+
+    impl Odd {
+        fn new(bytes: Vec<u8>, fickle: bool) -> Odd {
+            let bytes = std::cell::RefCell::new(bytes);
+            Odd { bytes, fickle }
+        }
+    }
+
+    impl Serialize for Odd {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut bytes = self.bytes.borrow_mut();
+            let encoded = s.serialize_bytes(&bytes);
+            if self.fickle {
+                bytes.push(0);
+            }
+            encoded
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Odd {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Odd, D::Error> {
+            let bytes = serde_bytes::ByteBuf::deserialize(d)?.into_vec();
+            assert_ne!(
+                bytes.first(),
+                Some(&0xFF),
+                "a value that panics when decoded"
+            );
+            Ok(Odd::new(bytes, false))
+        }
+    }
+
+    #[test]
+    fn a_long_value_whose_encoding_changes_length_is_an_error_and_puts_nothing() {
+        let q = Queue::<Odd>::new().unwrap();
+        // Long enough to be encoded in place, once its length is known from a first encoding.
+        let err = q.put(Odd::new(vec![1; 2 * ALONE], true)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "put failed: the value encoded to {} bytes, then to another length",
+                2 * ALONE + 2
+            )
+        );
+        let s = q.writer.snapshot();
+        assert_eq!((s.tail, s.count), (0, 0));
+        // Nothing is left half-done: the next value goes in and out.
+        q.put(Odd::new(vec![2; 2 * ALONE], false)).unwrap();
+        assert_eq!(*q.get().unwrap().bytes.borrow(), vec![2; 2 * ALONE]);
+    }
+
+    #[test]
+    fn a_long_value_whose_decoding_panics_is_taken_all_the_same() {
+        let q = Queue::<Odd>::new().unwrap();
+        q.put(Odd::new(vec![0xFF; 2 * ALONE], false)).unwrap();
+        q.put(Odd::new(vec![3; 2 * ALONE], false)).unwrap();
+        // Decoded in place: the panic comes out of `get`, after the value was taken.
+        let got = panic::catch_unwind(AssertUnwindSafe(|| q.get()));
+        assert!(got.is_err(), "the first value's decoding panics");
+        assert_eq!(q.writer.snapshot().count, 1);
+        assert_eq!(*q.get().unwrap().bytes.borrow(), vec![3; 2 * ALONE]);
+        assert_eq!(q.writer.snapshot().count, 0);
     }
 
     #[test]
