@@ -69,8 +69,12 @@ const DATA_OFFSET: usize = 4096;
 /// is encoded beforehand (decoded afterwards) and copied under the ring's lock, which costs
 /// less than taking the lock twice.
 const ALONE: usize = 1 << 10;
-/// How many times an empty `get` looks again before it sleeps: a writer on another core
-/// usually puts the next value within microseconds, and a sleep costs more than that.
+/// How long a `get` that finds the queue empty, or a `put` that finds it full, looks again
+/// before it sleeps: the other side usually acts within microseconds, while a sleep and its
+/// wake-up cost a system call each and, on a virtual machine, tens of microseconds.
+const LOOK_FOR: Duration = Duration::from_micros(100);
+/// How many of those looks are a busy loop, before each look gives the CPU away first (to
+/// the other side, if it waits for this CPU).
 const SPINS: u32 = 100;
 
 /// Why `put` failed.
@@ -257,6 +261,7 @@ impl<T: Serialize> Writer<T> {
                 encode(value, bytes)?;
                 same_len(Some(bytes.len()), len)?;
             }
+            let mut looked = false;
             loop {
                 let mut ring = self.shared.lock();
                 // A long value is encoded in with only the writers' turn held, so that readers
@@ -288,6 +293,13 @@ impl<T: Serialize> Writer<T> {
                     return Ok(()); // Dropping the ring unlocks, then wakes the readers.
                 }
                 drop(writing);
+                if !looked {
+                    let head = ring.header().head.load(Relaxed);
+                    drop(ring);
+                    looked = true;
+                    look_again(deadline, || self.shared.header().head.load(Relaxed) != head);
+                    continue;
+                }
                 if self.end.hung_up()? {
                     return Err(PutError::Disconnected);
                 }
@@ -362,7 +374,7 @@ impl<T: DeserializeOwned> Reader<T> {
 
     fn get_until(&self, deadline: Option<Instant>) -> Result<T, GetError> {
         SCRATCH.with_borrow_mut(|bytes| {
-            let mut spins = 0;
+            let mut looked = false;
             loop {
                 let mut ring = self.shared.lock();
                 let mut reading = None;
@@ -402,13 +414,10 @@ impl<T: DeserializeOwned> Reader<T> {
                     return Ok(value?);
                 }
                 drop(reading);
-                if spins < SPINS {
+                if !looked {
                     drop(ring);
-                    spins += 1;
-                    while spins < SPINS && self.shared.header().count.load(Relaxed) == 0 {
-                        std::hint::spin_loop();
-                        spins += 1;
-                    }
+                    looked = true;
+                    look_again(deadline, || self.shared.header().count.load(Relaxed) != 0);
                     continue;
                 }
                 // Drained, under the lock: if no writer is left, nothing more can come.
@@ -423,6 +432,25 @@ impl<T: DeserializeOwned> Reader<T> {
                 self.shared.header().values.sleep(seq, nap);
             }
         })
+    }
+}
+
+/// Looks until `ready`, for `LOOK_FOR` at most and not past `deadline`: `SPINS` times in a
+/// busy loop, then after yielding the CPU each time.
+fn look_again(deadline: Option<Instant>, ready: impl Fn() -> bool) {
+    for _ in 0..SPINS {
+        std::hint::spin_loop();
+        if ready() {
+            return;
+        }
+    }
+    let now = Instant::now();
+    let until = deadline.map_or(now + LOOK_FOR, |d| d.min(now + LOOK_FOR));
+    while Instant::now() < until {
+        std::thread::yield_now();
+        if ready() {
+            return;
+        }
     }
 }
 
@@ -1306,6 +1334,23 @@ mod tests {
         assert_eq!(q.writer.snapshot().count, 1);
         assert_eq!(*q.get().unwrap().bytes.borrow(), vec![3; 2 * ALONE]);
         assert_eq!(q.writer.snapshot().count, 0);
+    }
+
+    #[test]
+    fn looking_again_ends_when_ready_and_stops_at_the_deadline() {
+        let looks = std::cell::Cell::new(0);
+        let ready_at = |n: u32| {
+            let looks = &looks;
+            move || {
+                looks.set(looks.get() + 1);
+                looks.get() == n
+            }
+        };
+        look_again(None, ready_at(3));
+        assert_eq!(looks.replace(0), 3);
+        // Past its deadline, it only spins: it yields only before the deadline.
+        look_again(Some(Instant::now()), ready_at(0));
+        assert_eq!(looks.get(), SPINS);
     }
 
     #[test]

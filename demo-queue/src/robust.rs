@@ -40,6 +40,11 @@ use std::time::{Duration, Instant};
 /// microseconds of CPU each.
 pub const DEFAULT_PERIOD: Duration = Duration::from_millis(20);
 
+/// How many times a thread that finds the lock held looks at it again before it sleeps: a
+/// holder that runs lets go within a microsecond or so (a queue's ring, a shared counter),
+/// and a sleep costs the waiter a system call, and its wake-up the holder another.
+const SPINS: u32 = 100;
+
 static PERIOD_NANOS: AtomicU64 = AtomicU64::new(DEFAULT_PERIOD.as_nanos() as u64);
 
 /// The longest a wait sleeps before it looks again; `None` when waits are not re-armed.
@@ -193,7 +198,7 @@ impl RobustMutex {
     #[inline]
     pub fn lock(&self) -> Locked<'_> {
         // The same one call as `try_lock` when the lock is free.
-        match self.try_lock() {
+        match self.try_lock().or_else(|_| self.spin()) {
             Ok(locked) => locked,
             Err(WouldBlock) => match self.wait(None) {
                 Ok(locked) => locked,
@@ -210,7 +215,7 @@ impl RobustMutex {
     /// already gets `WouldBlock` at once: the lock is bound to stay held until the deadline.
     #[inline]
     pub fn lock_until(&self, deadline: Instant) -> Result<Locked<'_>, WouldBlock> {
-        match self.try_lock() {
+        match self.try_lock().or_else(|_| self.spin()) {
             Ok(locked) => Ok(locked),
             Err(WouldBlock) => self.wait(Some(deadline)),
         }
@@ -238,6 +243,20 @@ impl RobustMutex {
         owner == 0
             || (unsafe { libc::tgkill(libc::getpid(), owner, 0) } == -1
                 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+    }
+
+    /// Looks at the lock word a few times (`SPINS`), and takes the lock as soon as it is seen
+    /// free; `WouldBlock` if it never was.
+    fn spin(&self) -> Result<Locked<'_>, WouldBlock> {
+        for _ in 0..SPINS {
+            std::hint::spin_loop();
+            if self.word() & FUTEX_TID_MASK == 0 {
+                if let Ok(locked) = self.try_lock() {
+                    return Ok(locked);
+                }
+            }
+        }
+        Err(WouldBlock)
     }
 
     /// Sleeps on the lock at most one period at a time, trying again after each, until it is
@@ -430,6 +449,28 @@ pub(crate) mod tests {
             got.recv_timeout(FOR_EVER).is_ok(),
             "the waiter slept on a free lock"
         );
+    }
+
+    #[test]
+    fn a_spin_takes_a_lock_it_sees_free_and_leaves_one_held_all_along() {
+        let mutex = mutex();
+        let (release, released) = mpsc::channel::<()>();
+        let (held_tx, held) = mpsc::channel();
+        let holder = thread::spawn(move || {
+            let guard = mutex.lock();
+            held_tx.send(()).unwrap();
+            released.recv().unwrap();
+            drop(guard);
+        });
+        held.recv().unwrap();
+        assert!(matches!(mutex.spin(), Err(WouldBlock)));
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        assert!(matches!(mutex.spin(), Ok(Locked::Clean(_))));
+        // A holder that ended with the lock leaves it free to the kernel's eye: the spin
+        // takes it, and is told.
+        thread::scope(|s| s.spawn(|| std::mem::forget(mutex.lock())).join()).unwrap();
+        assert!(matches!(mutex.spin(), Ok(Locked::OwnerDied(_))));
     }
 
     #[test]
