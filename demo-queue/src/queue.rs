@@ -6,7 +6,7 @@
 //! - a shared mapping of a memfd (`shm.rs`): a ring buffer that holds the serialized values,
 //!   and a header with a robust process-shared mutex (`robust.rs`) that guards it. A process
 //!   killed while holding it does not block the others: the next one to lock it is told,
-//!   recounts and goes on. A value is copied in before it is published and copied out before
+//!   recounts and goes on. A value is written in before it is published and read out before
 //!   it is removed, so a kill at any point loses nothing that was put and duplicates nothing.
 //! - a socketpair that carries nothing: writers hold one end, readers the other, so the
 //!   kernel tells when the last writer or the last reader is gone, however it ended (the
