@@ -276,7 +276,7 @@ impl<T: Serialize> Writer<T> {
                     ring.header().writer_alone.store(0, Relaxed);
                 }
                 if let Some(slot) = ring.room_for(len) {
-                    match &mut writing {
+                    match &writing {
                         Some(writing) if alone => {
                             ring.header().writer_alone.store(1, Relaxed);
                             drop(ring);
@@ -1007,14 +1007,15 @@ impl Writing<'_> {
     /// into the ring, or through `scratch` where the slot wraps at the ring's end. The slot
     /// is published only if this succeeds.
     fn encode_in<T: Serialize>(
-        &mut self,
+        &self,
         slot: &Slot,
         value: &T,
         scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
         // SAFETY: we hold the writers' turn, and `room_for` found the slot's bytes free: only
         // this turn's holder moves `tail`, and readers only move `head` up to it. The slice
-        // borrows `self` mutably, so it is the only one, and it ends before the turn does.
+        // is used only in this call, while `self` holds the turn, and no other slice of the
+        // ring lives meanwhile.
         match unsafe { self.shared.place_mut(slot.tail + 4, slot.len) } {
             Some(place) => {
                 // Too long for its place is an error from postcard, and not written past it.
@@ -1053,7 +1054,7 @@ impl Reading<'_> {
     ) -> io::Result<T> {
         // SAFETY: we hold the readers' turn: only its holder moves `head`, so the value,
         // published before `tail`, stays where it is and no writer writes there; the slice
-        // borrows `self`, so it ends before the turn does.
+        // is used only in this call, while `self` holds the turn.
         if let Some(place) = unsafe { self.shared.place(oldest.tail + 4, oldest.len) } {
             return decode(place);
         }
