@@ -266,7 +266,7 @@ impl<T: Serialize> Writer<T> {
                 let mut ring = self.shared.lock();
                 // A long value is encoded in with only the writers' turn held, so that readers
                 // take values meanwhile; a short one under the ring's lock, which costs less
-                // than taking it twice. Both wait while another writer copies alone.
+                // than taking it twice. Both wait while another writer writes alone.
                 let mut writing = None;
                 if alone || ring.header().writer_alone.load(Relaxed) != 0 {
                     drop(ring);
@@ -379,7 +379,7 @@ impl<T: DeserializeOwned> Reader<T> {
                 let mut ring = self.shared.lock();
                 let mut reading = None;
                 // As `put`: a long value is decoded out with only the readers' turn held, a
-                // short one under the ring's lock; both wait while another reader copies alone.
+                // short one under the ring's lock; both wait while another reader reads alone.
                 let alone = |ring: &Ring| ring.oldest().is_some_and(|slot| slot.len >= ALONE);
                 if alone(&ring) || ring.header().reader_alone.load(Relaxed) != 0 {
                     drop(ring);
@@ -739,7 +739,7 @@ impl Shared {
     }
 
     /// The writers' turn, waited for as long as it takes (as `lock`). A writer that died
-    /// holding it had published nothing it was copying: there is nothing to repair.
+    /// holding it had published nothing it was writing: there is nothing to repair.
     fn writing(&self) -> Writing<'_> {
         Writing {
             shared: self,
@@ -748,7 +748,7 @@ impl Shared {
     }
 
     /// The readers' turn, as `writing`. A reader that died holding it had removed nothing it
-    /// was copying: the value is still the oldest, for the next reader.
+    /// was reading: the value is still the oldest, for the next reader.
     fn reading(&self) -> Reading<'_> {
         Reading {
             shared: self,
@@ -910,7 +910,7 @@ impl Ring<'_> {
         room.then_some(Slot { tail, len })
     }
 
-    /// Makes the value copied into `slot` visible to readers.
+    /// Makes the value written into `slot` visible to readers.
     fn publish(&mut self, slot: Slot) {
         let Slot { tail, len } = slot;
         let h = self.header();
@@ -936,7 +936,7 @@ impl Ring<'_> {
         Some(Slot { tail: head, len })
     }
 
-    /// Removes the oldest value (`oldest`), copied out by the caller.
+    /// Removes the oldest value (`oldest`), read out by the caller.
     fn remove(&mut self, oldest: Slot) {
         let Slot { tail: head, len } = oldest;
         let h = self.header();
@@ -996,7 +996,7 @@ struct Slot {
     len: usize,
 }
 
-/// The writers' turn: the one writer that may copy a value in, outside the ring's lock.
+/// The writers' turn: the one writer that may write a value in, outside the ring's lock.
 struct Writing<'a> {
     shared: &'a Shared,
     _turn: RobustGuard<'a>,
@@ -1038,7 +1038,7 @@ impl Writing<'_> {
     }
 }
 
-/// The readers' turn: the one reader that may copy a value out, outside the ring's lock.
+/// The readers' turn: the one reader that may read a value out, outside the ring's lock.
 struct Reading<'a> {
     shared: &'a Shared,
     _turn: RobustGuard<'a>,
