@@ -18,8 +18,9 @@
 //!   error naming the worker, a new worker takes its place, and every other task completes
 //!   (Python's pool waits for ever: bpo-22393);
 //! - no worker outlives the pool: `terminate()` and dropping the pool kill and reap them, and
-//!   every worker gets SIGKILL when the pool's manager thread ends, which it does when the
-//!   program ends, however it ends (Ctrl-C, SIGTERM, SIGKILL);
+//!   every worker gets SIGKILL when the thread that started it ends (the pool's manager thread,
+//!   or the program's main thread), which happens when the program ends, however it ends
+//!   (Ctrl-C, SIGTERM, SIGKILL);
 //! - every result is settled when the pool ends, so a `get()` never waits on a pool that is
 //!   gone;
 //! - a task may have a deadline (`apply_async_timeout`, or `Builder::task_deadline` for
@@ -33,10 +34,11 @@
 //!   slot a result is settled in;
 //! - `state.rs`: what the submitting threads and the manager share: the queue of tasks, the
 //!   workers, and which tasks each worker holds;
-//! - `manager.rs`: the manager thread, one per pool. It starts every worker, the first ones
-//!   and each replacement, because the parent-death signal fires when the *thread* that
-//!   started a process exits: that thread must live exactly as long as the pool. It reads the
-//!   results that no waiting thread reads, and watches each worker through a pidfd;
+//! - `manager.rs`: the manager thread, one per pool. It reads the results that no waiting
+//!   thread reads, watches each worker through a pidfd, and replaces the workers that die;
+//! - `start.rs`: starting a worker, from a thread that lives as long as the pool, because the
+//!   parent-death signal fires when the *thread* that started a process exits: the manager
+//!   thread, or for the first workers of a pool made on the program's main thread, that one;
 //! - `claim.rs`: a thread waiting for a result reads it from the worker's socket itself, one
 //!   hop less than through the manager;
 //! - `worker.rs`: a worker, and the wire format of tasks and results. Each worker has one
@@ -55,6 +57,7 @@ mod manager;
 mod map;
 mod options;
 mod slot;
+mod start;
 mod state;
 mod worker;
 
@@ -166,31 +169,46 @@ impl Pool {
             wake,
             epoll,
         });
-        let (started_tx, started) = mpsc::channel();
         let manager_shared = Arc::clone(&shared);
         // The thread stays unnamed: the workers are copies of it, and a demo's `say!` prints
         // `[pid N]` for an unnamed thread. Tasks run on its stack, so give it a main-sized one.
-        let manager = thread::Builder::new()
-            .stack_size(8 << 20)
-            .spawn(move || manager::run(&manager_shared, woken, n, method, &start, started_tx))?;
-        match started.recv() {
-            Ok(Ok(())) => Ok(Pool {
-                shared,
-                manager: Some(manager),
-                deadline,
-                method,
-            }),
-            Ok(Err(e)) => {
-                let _ = manager.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = manager.join();
+        let manager = thread::Builder::new().stack_size(8 << 20);
+        let manager = if on_main_thread() {
+            // New: the program's main thread lives as long as the program, so it may start
+            // the first workers itself (their parent-death signal fires when it ends); then
+            // `Pool::new` waits for no other thread.
+            let first = start::start_first(&shared, &woken, n, method, &start)?;
+            manager.spawn(move || manager::run(&manager_shared, woken, first, method, &start))?
+        } else {
+            let (started_tx, started) = mpsc::channel();
+            let manager = manager.spawn(move || {
+                match start::start_first(&manager_shared, &woken, n, method, &start) {
+                    Ok(first) => {
+                        let _ = started_tx.send(Ok(()));
+                        manager::run(&manager_shared, woken, first, method, &start);
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e));
+                    }
+                }
+            })?;
+            let started = started.recv().unwrap_or_else(|_| {
                 Err(io::Error::other(
                     "the pool's manager thread failed to start the workers",
                 ))
+            });
+            if let Err(e) = started {
+                let _ = manager.join();
+                return Err(e);
             }
-        }
+            manager
+        };
+        Ok(Pool {
+            shared,
+            manager: Some(manager),
+            deadline,
+            method,
+        })
     }
 
     /// How this pool starts its workers.
@@ -429,4 +447,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while the lock was held leaves the state consistent for what follows: every
     // change to it is a single push, pop or assignment.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether this is the program's main thread, whose end is the program's end.
+fn on_main_thread() -> bool {
+    nix::unistd::gettid() == nix::unistd::getpid()
 }

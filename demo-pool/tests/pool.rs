@@ -360,6 +360,28 @@ fn terminate_kills_and_reaps_every_worker_and_settles_every_task() {
     assert_eq!(pool.join(), Ok(()));
 }
 
+/// The parent-death signal fires when the *thread* that started a worker ends: a pool made on
+/// a thread that then ends keeps its workers, which its manager thread started.
+#[test]
+fn a_pool_made_on_a_thread_that_ends_keeps_its_workers() {
+    let (pool, tid) = std::thread::spawn(|| (Pool::new(2).unwrap(), nix::unistd::gettid()))
+        .join()
+        .unwrap();
+    // The thread's directory goes once its exit is complete, parent-death signals and all.
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+        assert!(Instant::now() < until, "thread {tid} did not end");
+        std::thread::yield_now();
+    }
+    let workers = pool.pids();
+    let ran = pool.map(pid_of_worker, vec![(); 100]).unwrap();
+    assert!(
+        ran.iter().all(|pid| workers.contains(pid)),
+        "{ran:?} {workers:?}"
+    );
+    assert_eq!(pool.pids(), workers);
+}
+
 #[test]
 fn dropping_the_pool_terminates_it() {
     let mut rendezvous = Rendezvous::new();

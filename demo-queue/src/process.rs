@@ -129,6 +129,11 @@ impl Started {
         self.pid.as_raw()
     }
 
+    /// Its pidfd, which becomes readable when the child ends (`Process::sentinel`).
+    pub fn sentinel(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// Kills the child and, if it is ours, reaps it: for a start that failed half-way.
     pub fn abandon(self) {
         let _ = pidfd_send_signal(self.pidfd.as_fd(), Signal::SIGKILL);

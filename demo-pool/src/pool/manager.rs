@@ -1,33 +1,26 @@
-//! The manager thread, one per pool. It starts every worker, the first ones and each
-//! replacement, by the pool's start method, because the parent-death signal fires when the
-//! *thread* that started a process exits: that thread must live exactly as long as the pool.
-//! (A forkserver worker is the server's child; it dies with the server, and the server with
-//! the program.) It reads every result that no waiting thread reads itself (see `state.rs`),
-//! and watches each worker through a pidfd; when one dies it fails the task that worker was
-//! running, puts the tasks behind it back in the queue, and starts a replacement. At the end
-//! it stops, reaps and settles everything.
+//! The manager thread, one per pool. It starts each replacement worker, and the first ones
+//! unless the pool was made on the program's main thread (`start.rs`), because the
+//! parent-death signal fires when the *thread* that started a process exits: that thread must
+//! live exactly as long as the pool. (A forkserver worker is the server's child; it dies with
+//! the server, and the server with the program.) It reads every result that no waiting thread
+//! reads itself (see `state.rs`), and watches each worker through a pidfd; when one dies it
+//! fails the task that worker was running, puts the tasks behind it back in the queue, and
+//! starts a replacement. At the end it stops, reaps and settles everything.
 
-use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::epoll::{EpollEvent, EpollTimeout};
 use nix::sys::signal::{Signal, kill};
-use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-use nix::unistd::Pid;
 
 use super::state::{Shared, State, Status, Token, Worker};
-use super::{Error, Outcome, Slot, lock, worker};
-use crate::forkserver;
-use crate::process::{self, Process, StartMethod};
-use crate::spawn::{self, Task};
+use super::{Error, Outcome, Slot, lock, start, worker};
+use crate::process::{Process, StartMethod};
 
 /// What the manager works with from start to end: the shared state, its end of the wake
 /// socket, and how to start a worker.
@@ -38,43 +31,18 @@ struct Manager<'a> {
     start: &'a worker::Start,
 }
 
-/// The manager thread: starts the first `n` workers, says on `started` whether it could, then
-/// manages the pool until it ends, and ends it.
+/// The manager thread: manages the pool whose first workers are `first` until it ends, and
+/// ends it.
 pub(super) fn run(
     shared: &Shared,
     woken: UnixStream,
-    n: usize,
+    first: start::First,
     method: StartMethod,
     start: &worker::Start,
-    started: mpsc::Sender<io::Result<()>>,
 ) {
     // The workers' processes, in the order of `state.workers`: the manager alone holds them,
-    // to start and reap.
-    let mut processes = Vec::new();
-    let first = {
-        let mut state = lock(&shared.state);
-        (0..n).try_for_each(|_| {
-            let inherited = pool_fds(shared, &woken, &state, &processes);
-            let (worker, process) = start_worker(shared, method, inherited, start)?;
-            state.workers.push(worker);
-            processes.push(process);
-            state.sync_arms(&shared.epoll);
-            Ok(())
-        })
-    };
-    if let Err(e) = first {
-        shutdown(
-            shared,
-            &mut lock(&shared.state),
-            processes,
-            true,
-            Error::Terminated,
-        );
-        let _ = started.send(Err(e));
-        return;
-    }
-    let _ = started.send(Ok(()));
-
+    // to reap and replace.
+    let mut processes = first.into_processes();
     let ended = panic::catch_unwind(AssertUnwindSafe(|| {
         let manager = Manager {
             shared,
@@ -108,7 +76,10 @@ impl Manager<'_> {
     /// no waiting thread reads is read here; every dead worker is reaped and replaced here.
     fn manage(&self, processes: &mut Vec<Process>) -> io::Result<()> {
         let (shared, woken) = (self.shared, self.woken);
-        let mut scratch = vec![0; 64 * 1024];
+        // Results are read through this buffer: 1 KiB at first, 64 KiB from the first read that
+        // fills it. Each page of a buffer this thread zeroes while forked workers still share
+        // the heap with it is a page fault and a copy; a pool that reads little pays for none.
+        let mut scratch = vec![0; 1024];
         let mut settled = Vec::new();
         let mut buffer = vec![EpollEvent::empty(); 64];
         let mut due = None;
@@ -139,7 +110,7 @@ impl Manager<'_> {
         processes: &mut Vec<Process>,
         state: &mut State,
         events: &[Token],
-        scratch: &mut [u8],
+        scratch: &mut Vec<u8>,
         settled: &mut Vec<(Arc<Slot>, Outcome)>,
     ) -> Option<io::Result<()>> {
         let (shared, method, start) = (self.shared, self.method, self.start);
@@ -151,7 +122,8 @@ impl Manager<'_> {
                 // Claimed since the event came: then the claiming thread reads them.
                 Token::Results(id) => match state.index_of(id) {
                     Some(i) if !state.workers[i].claimed => {
-                        state.workers[i].read_results(false, scratch, settled)
+                        let filled = state.workers[i].read_results(false, scratch, settled);
+                        grow(scratch, filled);
                     }
                     _ => {}
                 },
@@ -162,7 +134,8 @@ impl Manager<'_> {
         ended.sort_unstable();
         ended.dedup();
         for &i in &ended {
-            state.workers[i].read_results(true, scratch, settled);
+            let filled = state.workers[i].read_results(true, scratch, settled);
+            grow(scratch, filled);
         }
         // An initializer that fails would fail in every replacement too: the pool stops rather
         // than fork workers for ever, and every task says why.
@@ -200,11 +173,12 @@ impl Manager<'_> {
                 state.pending.push_front(job);
             }
             if state.status == Status::Running || !state.pending.is_empty() {
-                let inherited = pool_fds(shared, self.woken, state, processes);
-                match start_worker(shared, method, inherited, start) {
-                    Ok((worker, process)) => {
+                let sentinels = processes.iter().filter_map(Process::sentinel);
+                let inherited = start::pool_fds(shared, self.woken, state, sentinels);
+                match start::start_worker(shared, method, inherited, start) {
+                    Ok((worker, started)) => {
                         state.workers[i] = worker;
-                        processes[i] = process;
+                        processes[i] = start::process_of(method, started);
                     }
                     Err(e) => {
                         // Reaped: its pid may soon be another process's, so forget it.
@@ -225,6 +199,13 @@ impl Manager<'_> {
         }
         state.sync_arms(&shared.epoll);
         None
+    }
+}
+
+/// Grows the manager's read buffer to 64 KiB once a read has `filled` it.
+fn grow(scratch: &mut Vec<u8>, filled: bool) {
+    if filled {
+        scratch.resize(scratch.len().max(64 * 1024), 0);
     }
 }
 
@@ -287,7 +268,7 @@ fn reap(process: &mut Process) -> String {
 
 /// Stops every worker: `kill` with SIGKILL, otherwise by ending its task stream, after which
 /// an idle worker exits by itself. Reaps them all and settles every unfinished task.
-fn shutdown(
+pub(super) fn shutdown(
     shared: &Shared,
     state: &mut State,
     mut processes: Vec<Process>,
@@ -319,109 +300,4 @@ fn shutdown(
     for job in state.pending.drain(..) {
         job.slot.settle(Err(reason.clone()));
     }
-}
-
-/// The pool's own descriptors, which a new worker closes: it must hold no copy of another
-/// worker's socket or of the manager's.
-fn pool_fds(
-    shared: &Shared,
-    woken: &UnixStream,
-    state: &State,
-    processes: &[Process],
-) -> Vec<RawFd> {
-    let mut fds = vec![
-        shared.wake.as_raw_fd(),
-        woken.as_raw_fd(),
-        shared.epoll.0.as_raw_fd(),
-    ];
-    for worker in &state.workers {
-        fds.extend([worker.tasks.as_raw_fd(), worker.results.as_raw_fd()]);
-        fds.push(worker.sentinel.as_raw_fd());
-    }
-    // And the descriptors that tasks carry: a worker holds only those of its own tasks.
-    let jobs = state
-        .pending
-        .iter()
-        .chain(state.workers.iter().flat_map(|w| &w.sent));
-    fds.extend(jobs.flat_map(|job| &job.fds).map(|fd| fd.as_raw_fd()));
-    for process in processes {
-        fds.extend(process.sentinel().map(|s| s.as_raw_fd()));
-    }
-    fds
-}
-
-/// The number of the next worker started, in any pool of this process.
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
-/// Starts a worker by `method`. Runs on the manager thread only, which lives as long as the
-/// pool: a forked or spawned worker gets SIGKILL when the thread that started it ends
-/// (`process.rs`, `spawn.rs`), a forkserver worker when the server ends, which it does with
-/// the program (`forkserver.rs`).
-fn start_worker(
-    shared: &Shared,
-    method: StartMethod,
-    mut inherited: Vec<RawFd>,
-    start: &worker::Start,
-) -> io::Result<(Worker, Process)> {
-    let (ours, theirs) = UnixStream::pair()?;
-    let tasks = ours.try_clone()?;
-    // Ask for a 256 KiB buffer; the kernel may give less. Queued tasks may use a quarter.
-    let _ = setsockopt(&ours, sockopt::SndBuf, &(256 << 10));
-    let budget = getsockopt(&ours, sockopt::SndBuf)? / 4;
-    inherited.extend([ours.as_raw_fd(), tasks.as_raw_fd()]);
-    let (base, base_ns) = (Instant::now(), worker::monotonic_ns());
-    let (ready, left, start) = (start.init.is_none(), start.max_tasks, start.clone());
-    let mut process = match method {
-        // The child has only this thread. Locks that other threads held at the fork stay
-        // locked in it: the pool's state is one, and the worker never touches it (stdout and
-        // stderr are held across the fork, so a task can print). A task that waits on a lock
-        // another thread of the parent held at the fork waits for ever (see the README).
-        StartMethod::Fork => Process::launch("ForkPoolWorker", move || {
-            process::forked(move || worker::run(&theirs, &inherited, base_ns, &start))
-        }),
-        // A new image of this file: it holds only what it is given, its end of the socket.
-        StartMethod::Spawn | StartMethod::Forkserver => {
-            let boot = worker::Boot {
-                sock: theirs,
-                base: base_ns,
-                start,
-            };
-            let task = Task::new(worker::spawned, &boot)?;
-            drop(boot);
-            if method == StartMethod::Spawn {
-                Process::launch("SpawnPoolWorker", move || spawn::spawn(&task))
-            } else {
-                Process::launch("ForkServerPoolWorker", move || forkserver::start(&task))
-            }
-        }
-    };
-    process.start()?;
-    let pid = Pid::from_raw(process.pid().expect("started"));
-    let sentinel = Arc::new(process.sentinel().expect("started").try_clone_to_owned()?);
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let event = EpollEvent::new(EpollFlags::EPOLLIN, Token::Ended(id).encode());
-    shared.epoll.add(sentinel.as_fd(), event)?;
-    let worker = Worker {
-        id,
-        pid,
-        tasks,
-        results: Arc::new(ours),
-        sentinel,
-        received: Vec::new(),
-        eof: false,
-        init_failed: None,
-        claimed: false,
-        armed: false,
-        sent: VecDeque::new(),
-        quick: false,
-        since: Instant::now(),
-        gone: false,
-        sent_bytes: 0,
-        budget,
-        base,
-        ready,
-        left,
-        overdue: false,
-    };
-    Ok((worker, process))
 }

@@ -207,13 +207,14 @@ impl Worker {
 impl Worker {
     /// Reads whatever the worker has sent, without waiting, and puts the tasks it finished in
     /// `settled`. A worker that died (`ended`) just after sending a result still has it read
-    /// here, to the end of its stream.
+    /// here, to the end of its stream. Whether a read filled `scratch`.
     pub(super) fn read_results(
         &mut self,
         ended: bool,
         scratch: &mut [u8],
         settled: &mut Vec<(Arc<Slot>, Outcome)>,
-    ) {
+    ) -> bool {
+        let mut filled = false;
         loop {
             match recv(self.results.as_raw_fd(), scratch, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => {
@@ -226,7 +227,10 @@ impl Worker {
                     self.received.extend_from_slice(&scratch[..n]);
                     break;
                 }
-                Ok(n) => self.received.extend_from_slice(&scratch[..n]),
+                Ok(n) => {
+                    filled |= n == scratch.len();
+                    self.received.extend_from_slice(&scratch[..n]);
+                }
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => break,
                 Err(_) => {
@@ -255,6 +259,7 @@ impl Worker {
             }
         }
         self.received.drain(..used);
+        filled
     }
 
     /// Arms or disarms the manager's watch on its results: armed while a result or a report
