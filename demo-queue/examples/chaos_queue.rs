@@ -317,9 +317,8 @@ fn writer((ctx, w, g): (Ctx, Writer<Value>, u64)) {
         let value = make(g as u32, s);
         loop {
             let put = if rng.one_in(4) {
-                // Under the lock: a writer killed between its stores to `tail` and `count`
-                // leaves `count` short until the next `put` or `get` mends it, and a snapshot
-                // read around it would see room that the `put` then does not find.
+                // With the writers' turn held, `tail` and `count` stand still while they are
+                // read, and `head` only grows: the room it shows, the `put` finds at least.
                 let before = w.snapshot_locked();
                 let put = w.put_timeout(value.clone(), rng.upto(TIMED));
                 if let Err(PutError::Full) = put {

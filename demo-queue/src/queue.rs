@@ -4,10 +4,14 @@
 //!
 //! Two kernel objects, inherited by `fork` or sent to a spawned child, make one queue:
 //! - a shared mapping of a memfd (`shm.rs`): a ring buffer that holds the serialized values,
-//!   and a header with a robust process-shared mutex (`robust.rs`) that guards it. A process
-//!   killed while holding it does not block the others: the next one to lock it is told,
-//!   recounts and goes on. A value is written in before it is published and read out before
-//!   it is removed, so a kill at any point loses nothing that was put and duplicates nothing.
+//!   and a header with two robust process-shared mutexes (`robust.rs`), the writers' turn and
+//!   the readers' turn. A writer writes a value in beyond the values, then publishes it by
+//!   moving the writers' mark; a reader reads the oldest value out, then removes it by moving
+//!   the readers' mark. Each mark is one word (the bytes and the values so far), moved by one
+//!   store, so a kill at any point loses nothing that was put, duplicates nothing, and leaves
+//!   nothing half-done; a process killed in its turn does not block the others: the next one
+//!   to take the turn is told by the kernel, and goes on. A writer and a reader never wait for
+//!   each other's turn, and share no cache line that both write.
 //! - a socketpair that carries nothing: writers hold one end, readers the other, so the
 //!   kernel tells when the last writer or the last reader is gone, however it ended (the
 //!   other end polls `POLLHUP`). A reader of a drained queue then gets `Disconnected`, and
@@ -15,20 +19,21 @@
 //!
 //! Sleeping and waking, with no wake-up that a death can lose for good: for each direction
 //! (values for readers, room for writers) the header holds a sequence number and a
-//! "sleepers" mark. A process with nothing to do marks that it sleeps, under the mutex, and
+//! "sleepers" mark. A process with nothing to do marks that it sleeps, looks once more, and
 //! sleeps on the sequence number (a futex shared between processes) for at most one period
 //! (20 ms). A process that changes what the sleepers wait for and sees the mark clears it,
-//! bumps the number, and once it has unlocked wakes *every* sleeper, which all look again.
-//! No one is chosen to pass a wake-up on, so a killed sleeper loses nothing (its mark is
-//! cleared by the next waker); a waker killed between unlocking and waking costs the
-//! sleepers one period, after which they look anyway. A queue that keeps flowing makes no
-//! system call at all: a waker calls the kernel only when someone sleeps.
+//! bumps the number, and once it has let go of its turn wakes *every* sleeper, which all look
+//! again. (The mark, the number and the marks are read and written in one order that every
+//! process sees alike, so either the waker sees the mark or the sleeper's last look sees the
+//! change.) No one is chosen to pass a wake-up on, so a killed sleeper loses nothing (its mark
+//! is cleared by the next waker); a waker killed before waking costs the sleepers one period,
+//! after which they look anyway. A queue that keeps flowing makes no system call at all: a
+//! waker calls the kernel only when someone sleeps.
 //!
 //! Values are serialized with serde in postcard, a compact binary format, as Python pickles
-//! them. A long value is encoded straight into the ring with only the writers' turn held (a
-//! second robust mutex), and decoded straight out of it with only the readers' turn: the
-//! ring's own lock is held only to find a place and to publish or remove, so that a writer and
-//! a reader work at the same time, and the value's bytes are copied by nobody else.
+//! them. A long value is encoded straight into the ring with the writers' turn held, and
+//! decoded straight out of it with the readers' turn, so the value's bytes are copied by
+//! nobody else; a short one is encoded before the turn is taken and copied in.
 //!
 //! A handle given as an argument to a spawned or forkserver child crosses with its
 //! descriptors (`queue/crossing.rs`): the child maps the same memfd and holds its own copy
@@ -64,11 +69,10 @@ mod crossing;
 pub const RING_BYTES: usize = 1 << 20;
 /// Where the ring starts in the shared mapping, after the header.
 const DATA_OFFSET: usize = 4096;
-/// A value this long or longer is encoded into and decoded out of the ring in place, with only
-/// the writers' or readers' turn held, so that the other side goes on meanwhile; a shorter one
-/// is encoded beforehand (decoded afterwards) and copied under the ring's lock, which costs
-/// less than taking the lock twice.
-const ALONE: usize = 1 << 10;
+/// A value this long or longer is encoded into and decoded out of the ring in place, with its
+/// side's turn held; a shorter one is encoded beforehand (decoded afterwards) and copied, which
+/// holds the turn for less time than encoding it in would.
+const IN_PLACE: usize = 1 << 10;
 /// How long a `get` that finds the queue empty, or a `put` that finds it full, looks again
 /// before it sleeps: the other side usually acts within microseconds, while a sleep and its
 /// wake-up cost a system call each and, on a virtual machine, tens of microseconds.
@@ -254,60 +258,45 @@ impl<T: Serialize> Writer<T> {
             return Err(PutError::Io(io::Error::new(io::ErrorKind::InvalidInput, e)));
         }
         // A long value is encoded straight into the ring, once its place is found; a short
-        // one now, to be copied in under the ring's lock.
-        let alone = len >= ALONE;
+        // one now, before the turn is taken, to be copied in.
+        let in_place = len >= IN_PLACE;
         SCRATCH.with_borrow_mut(|bytes| {
-            if !alone {
+            if !in_place {
                 encode(value, bytes)?;
                 same_len(Some(bytes.len()), len)?;
             }
             let mut looked = false;
             loop {
-                let mut ring = self.shared.lock();
-                // A long value is encoded in with only the writers' turn held, so that readers
-                // take values meanwhile; a short one under the ring's lock, which costs less
-                // than taking it twice. Both wait while another writer writes alone.
-                let mut writing = None;
-                if alone || ring.header().writer_alone.load(Relaxed) != 0 {
-                    drop(ring);
-                    writing = Some(self.shared.writing());
-                    ring = self.shared.lock();
-                    // With the turn held, no writer copies: a mark left was a dead writer's.
-                    ring.header().writer_alone.store(0, Relaxed);
-                }
-                if let Some(slot) = ring.room_for(len) {
-                    match &writing {
-                        Some(writing) if alone => {
-                            ring.header().writer_alone.store(1, Relaxed);
-                            drop(ring);
-                            let written = writing.encode_in(&slot, value, bytes);
-                            let mut ring = self.shared.lock();
-                            if written.is_ok() {
-                                ring.publish(slot);
-                            }
-                            ring.header().writer_alone.store(0, Relaxed);
-                            written?;
-                        }
-                        _ => ring.push(slot, bytes),
+                let mut writing = self.shared.writing();
+                let taken = writing.taken();
+                if let Some(slot) = writing.room_for(len, taken) {
+                    if in_place {
+                        writing.encode_in(&slot, value, bytes)?;
+                    } else {
+                        writing.copy_in(&slot, bytes);
                     }
-                    return Ok(()); // Dropping the ring unlocks, then wakes the readers.
+                    writing.publish(slot);
+                    return Ok(()); // Dropping the turn unlocks, then wakes the readers.
                 }
                 drop(writing);
+                let room_made = || self.shared.taken() != taken;
                 if !looked {
-                    let head = ring.header().head.load(Relaxed);
-                    drop(ring);
                     looked = true;
-                    look_again(deadline, || self.shared.header().head.load(Relaxed) != head);
+                    look_again(deadline, room_made);
                     continue;
                 }
-                if self.end.hung_up()? {
+                let seq = self.shared.header().room.prepare();
+                if room_made() {
+                    continue;
+                }
+                // Room made by a reader that then left was made before it left: looked for
+                // once more after the hang-up is seen.
+                if self.end.hung_up()? && !room_made() {
                     return Err(PutError::Disconnected);
                 }
                 let Some(nap) = nap(deadline) else {
                     return Err(PutError::Full);
                 };
-                let seq = ring.header().room.prepare();
-                drop(ring);
                 self.shared.header().room.sleep(seq, nap);
             }
         })
@@ -376,59 +365,42 @@ impl<T: DeserializeOwned> Reader<T> {
         SCRATCH.with_borrow_mut(|bytes| {
             let mut looked = false;
             loop {
-                let mut ring = self.shared.lock();
-                let mut reading = None;
-                // As `put`: a long value is decoded out with only the readers' turn held, a
-                // short one under the ring's lock; both wait while another reader reads alone.
-                let alone = |ring: &Ring| ring.oldest().is_some_and(|slot| slot.len >= ALONE);
-                if alone(&ring) || ring.header().reader_alone.load(Relaxed) != 0 {
-                    drop(ring);
-                    reading = Some(self.shared.reading());
-                    ring = self.shared.lock();
-                    // With the turn held, no reader copies: a mark left was a dead reader's.
-                    ring.header().reader_alone.store(0, Relaxed);
-                }
-                if let Some(oldest) = ring.oldest() {
-                    let value = match &reading {
-                        Some(reading) if oldest.len >= ALONE => {
-                            ring.header().reader_alone.store(1, Relaxed);
-                            drop(ring);
-                            // A value is taken once decoded, even by a `Deserialize` that
-                            // panics, as it is when it was copied out to be decoded.
-                            let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
-                                reading.decode_out(&oldest, bytes)
-                            }));
-                            let mut ring = self.shared.lock();
-                            ring.remove(oldest);
-                            ring.header().reader_alone.store(0, Relaxed);
-                            drop(ring);
-                            decoded.unwrap_or_else(|p| panic::resume_unwind(p))
-                        }
-                        _ => {
-                            ring.pop(oldest, bytes);
-                            drop(ring);
-                            drop(reading); // Unlocked, and the writers woken: then the decoding.
-                            decode(bytes)
-                        }
-                    };
-                    return Ok(value?);
+                let mut reading = self.shared.reading();
+                let put = reading.put();
+                if let Some(oldest) = reading.oldest(put) {
+                    if oldest.len >= IN_PLACE {
+                        // A value is taken once decoded, even by a `Deserialize` that panics,
+                        // so that one bad value does not stop every reader.
+                        let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
+                            reading.decode_out(&oldest, bytes)
+                        }));
+                        reading.remove(oldest);
+                        drop(reading);
+                        return Ok(decoded.unwrap_or_else(|p| panic::resume_unwind(p))?);
+                    }
+                    reading.pop(oldest, bytes);
+                    drop(reading); // Unlocked, and the writers woken: then the decoding.
+                    return Ok(decode(bytes)?);
                 }
                 drop(reading);
+                let arrived = || self.shared.put() != put;
                 if !looked {
-                    drop(ring);
                     looked = true;
-                    look_again(deadline, || self.shared.header().count.load(Relaxed) != 0);
+                    look_again(deadline, arrived);
                     continue;
                 }
-                // Drained, under the lock: if no writer is left, nothing more can come.
-                if self.end.hung_up()? {
+                let seq = self.shared.header().values.prepare();
+                if arrived() {
+                    continue;
+                }
+                // Drained: if no writer is left, nothing more can come. A value put by a
+                // writer that then left was put before it left: looked for once more.
+                if self.end.hung_up()? && !arrived() {
                     return Err(GetError::Disconnected);
                 }
                 let Some(nap) = nap(deadline) else {
                     return Err(GetError::Empty);
                 };
-                let seq = ring.header().values.prepare();
-                drop(ring);
                 self.shared.header().values.sleep(seq, nap);
             }
         })
@@ -476,13 +448,14 @@ impl<T> Writer<T> {
         self.shared.snapshot()
     }
 
-    /// `snapshot`, read with the ring's lock held, once a change that a dead process left
-    /// half-done is mended: `head`, `tail` and `count` agree with each other, as `put` would
-    /// find them. (`lock_word` then names this thread.) Waits for the lock as `put` does.
+    /// `snapshot`, read with the writers' turn held: `tail` and `count` cannot grow while it is
+    /// read, and `head` only grows, so the room it shows is the least that a `put` would find
+    /// until `tail` moves. (`writers_word` then names this thread.) Waits for the turn as `put`
+    /// does.
     pub fn snapshot_locked(&self) -> Snapshot {
-        let ring = self.shared.lock();
+        let writing = self.shared.writing();
         let snapshot = self.shared.snapshot();
-        drop(ring);
+        drop(writing);
         snapshot
     }
 }
@@ -494,22 +467,24 @@ impl<T> Reader<T> {
     }
 }
 
-/// The queue's shared header, read field by field without the lock (or under it, with
-/// `Writer::snapshot_locked`): to see why a queue is stuck, or to check from outside what a
-/// timed call had in front of it. `head` and `tail`
-/// only grow: they count the bytes ever taken and put.
+/// The queue's shared header, read field by field: to see why a queue is stuck, or to check
+/// from outside what a timed call had in front of it. `head` and `tail` only grow (modulo
+/// 2^40, a terabyte): they count the bytes ever taken and put. `head` is read first, so that
+/// it is never past `tail`.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot {
     /// Bytes ever taken out of the ring (each value and its 4-byte length).
     pub head: u64,
     /// Bytes ever put in the ring.
     pub tail: u64,
-    /// Values in the queue now.
+    /// Values in the queue now (at most: a value may have been taken since `head` was read).
     pub count: u64,
     /// The most values the queue holds (`u64::MAX`: as many as fit).
     pub maxsize: u64,
-    /// The mutex's futex word: the owner's thread id in the low 30 bits (0: free).
-    pub lock_word: u32,
+    /// The writers' turn's futex word: the holder's thread id in the low 30 bits (0: free).
+    pub writers_word: u32,
+    /// The readers' turn's futex word.
+    pub readers_word: u32,
     /// The sequence number readers sleep on, bumped when values arrive.
     pub values_seq: u32,
     /// Whether readers may be asleep waiting for values.
@@ -526,39 +501,88 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// What every process sees at the start of the shared mapping.
+/// What every process sees at the start of the shared mapping. Each side has its turn and its
+/// mark, and the two marks lie on cache lines of their own: a writer and a reader share
+/// nothing they both write, and one of each goes on without waiting for the other.
 #[repr(C)]
 struct Header {
-    mutex: RobustMutex,
-    /// Held by the writer that encodes a value into the ring, beyond `tail`, where no reader
-    /// looks: only its holder moves `tail`, so the place it writes to stays free.
+    /// Held by the writer that puts a value: only its holder writes into the ring, beyond
+    /// `put`, where no reader looks, and moves `put`.
     writers: RobustMutex,
-    /// Held by the reader that decodes a value out of the ring, at `head`, where no writer
-    /// writes: only its holder moves `head`, so the value stays there until it is done.
+    /// Held by the reader that gets a value: only its holder reads it out, from `taken`,
+    /// where no writer writes, and moves `taken`.
     readers: RobustMutex,
-    /// Set, under the ring's lock, while the writer with the writers' turn encodes a long
-    /// value in outside the lock: other writers then wait for the turn too. A dead writer's mark is
-    /// cleared by the next writer to hold the turn.
-    writer_alone: AtomicU32,
-    /// The same for the reader with the readers' turn.
-    reader_alone: AtomicU32,
-    /// The fields below change only under the mutex (but for the sequence numbers, which
-    /// may also be bumped without it); they are atomics so that a waiting reader may peek at
-    /// `count` without it, and a sleeper sleep on a sequence number.
-    head: AtomicU64,
-    tail: AtomicU64,
-    count: AtomicU64,
     maxsize: AtomicU64,
-    /// Wakes the readers: a value arrived, or a writer end closed.
-    values: Wakeup,
-    /// Wakes the writers: room was made, or a reader end closed.
-    room: Wakeup,
     /// `MAGIC` once the header is set up: what a process that is sent the memfd checks.
     magic: AtomicU64,
+    /// How far the writers are (a `Mark`), moved once a value is in.
+    put: Line<AtomicU64>,
+    /// How far the readers are, moved once a value is out.
+    taken: Line<AtomicU64>,
+    /// Wakes the readers: a value arrived, or a writer end closed.
+    values: Line<Wakeup>,
+    /// Wakes the writers: room was made, or a reader end closed.
+    room: Line<Wakeup>,
 }
 
 /// What a queue's header says it is: a queue of this layout and ring size.
-const MAGIC: u64 = u64::from_le_bytes(*b"dq-ring1") ^ RING_BYTES as u64;
+const MAGIC: u64 = u64::from_le_bytes(*b"dq-ring2") ^ RING_BYTES as u64;
+
+/// A field alone on its cache line.
+#[repr(C, align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// How far one side is, in one word: the bytes ever put (or taken), modulo 2^40, in the low
+/// bits, and the values, modulo 2^24, in the high ones. One store moves both, so a process
+/// killed at any moment leaves a side before a value or after it, never in between: nothing
+/// is left to mend, and the number of values in the queue is always the difference of the two
+/// sides' marks. (The ring holds at most 2^18 values, of 4 bytes at least, in 2^20 bytes.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mark {
+    bytes: u64,
+    values: u64,
+}
+
+const MARK_BYTES: u32 = 40;
+const BYTES_MASK: u64 = (1 << MARK_BYTES) - 1;
+const VALUES_MASK: u64 = (1 << (64 - MARK_BYTES)) - 1;
+
+impl Mark {
+    fn of(word: u64) -> Mark {
+        Mark {
+            bytes: word & BYTES_MASK,
+            values: word >> MARK_BYTES,
+        }
+    }
+
+    fn word(self) -> u64 {
+        (self.values << MARK_BYTES) | self.bytes
+    }
+
+    /// The mark after a value of `len` bytes (and its length).
+    fn after(self, len: usize) -> Mark {
+        Mark {
+            bytes: (self.bytes + 4 + len as u64) & BYTES_MASK,
+            values: (self.values + 1) & VALUES_MASK,
+        }
+    }
+
+    /// Bytes and values between `taken` and `self` (the writers' mark).
+    fn since(self, taken: Mark) -> (u64, u64) {
+        (
+            self.bytes.wrapping_sub(taken.bytes) & BYTES_MASK,
+            self.values.wrapping_sub(taken.values) & VALUES_MASK,
+        )
+    }
+}
 
 /// A sequence number to sleep on, and a mark that someone does.
 #[repr(C)]
@@ -568,26 +592,27 @@ struct Wakeup {
 }
 
 impl Wakeup {
-    /// Under the mutex, by a process with nothing to do: marks that someone sleeps, and
-    /// returns the number to sleep on. (The mutex orders these relaxed accesses.)
+    /// By a process with nothing to do, before it looks one last time: marks that someone
+    /// sleeps, and returns the number to sleep on. Whoever then makes the change it waits for
+    /// sees the mark (`changed`), or the last look sees the change: all four accesses are
+    /// `SeqCst`, so one of the two comes after the other.
     fn prepare(&self) -> u32 {
-        self.sleepers.store(1, Relaxed);
-        self.seq.load(Relaxed)
+        self.sleepers.store(1, SeqCst);
+        self.seq.load(SeqCst)
     }
 
-    /// Under the mutex, after a change the sleepers wait for: whether someone may sleep, in
-    /// which case the mark is cleared and the number bumped, and the caller must call
-    /// `wake_all` once it has unlocked.
+    /// After a change the sleepers wait for: whether someone may sleep, in which case the mark
+    /// is cleared and the number bumped, and the caller must call `wake_all` once it has let
+    /// go of its turn.
     fn changed(&self) -> bool {
-        if self.sleepers.load(Relaxed) == 0 {
+        if self.sleepers.load(SeqCst) == 0 || self.sleepers.swap(0, SeqCst) == 0 {
             return false;
         }
-        self.sleepers.store(0, Relaxed);
-        self.seq.fetch_add(1, Relaxed);
+        self.seq.fetch_add(1, SeqCst);
         true
     }
 
-    /// With or without the mutex: every sleeper is to look again.
+    /// Every sleeper is to look again.
     fn bump(&self) {
         self.seq.fetch_add(1, SeqCst);
     }
@@ -687,8 +712,8 @@ impl Drop for End {
 }
 
 /// The mapping, shared by every handle of a queue in this process. It is only touched under
-/// its process-shared mutex (or through atomics), so handles may move to and be used from any
-/// thread.
+/// a side's turn (a process-shared mutex) or through atomics, so handles may move to and be
+/// used from any thread.
 struct Shared {
     memory: SharedMemory,
 }
@@ -699,7 +724,7 @@ const _: () = assert!(size_of::<Header>() <= DATA_OFFSET);
 impl Shared {
     fn new(maxsize: u64) -> io::Result<Shared> {
         // Fresh zeroed pages that no other thread or process can see yet: no Rust object
-        // lives there, and a zeroed Header is valid (a default mutex, atomics).
+        // lives there, and a zeroed Header is valid (default mutexes, atomics).
         let shared = Shared {
             memory: SharedMemory::new(c"demo-queue", MAP_BYTES, Shared::pinned)?,
         };
@@ -707,8 +732,6 @@ impl Shared {
         // SAFETY: the mutex lies in zeroed memory (a default mutex) that no other thread or
         // process can see yet, and the mapping is unmapped only when `may_unmap` allows
         // (see `pinned`).
-        unsafe { shared.header().mutex.init() }?;
-        // SAFETY: as for the first mutex.
         unsafe { shared.header().writers.init() }?;
         // SAFETY: as for the first mutex.
         unsafe { shared.header().readers.init() }?;
@@ -730,32 +753,59 @@ impl Shared {
     }
 
     /// When the last handle of this process is gone, nothing here uses the mapping any more;
-    /// other processes keep their own mappings. If a thread of this process still held the
-    /// ring's mutex or a turn, its robust list would point into the first page: that page stays mapped.
+    /// other processes keep their own mappings. If a thread of this process still held a
+    /// turn, its robust list would point into the first page: that page stays mapped.
     fn pinned(memory: &SharedMemory) -> bool {
         // SAFETY: as in `header`.
         let header = unsafe { memory.ptr().cast::<Header>().as_ref() };
-        !(header.mutex.may_unmap() && header.writers.may_unmap() && header.readers.may_unmap())
+        !(header.writers.may_unmap() && header.readers.may_unmap())
     }
 
-    /// The writers' turn, waited for as long as it takes (as `lock`). A writer that died
-    /// holding it had published nothing it was writing: there is nothing to repair.
+    /// The writers' turn, waited for as long as it takes: a live holder lets go within
+    /// microseconds (or, with a long value, once it is encoded in), a dead one is reported by
+    /// the kernel, and a lost wake-up costs one period. (Only a holder stopped by SIGSTOP
+    /// makes it wait longer: until it continues.)
     fn writing(&self) -> Writing<'_> {
-        Writing {
+        let (turn, died) = turn(&self.header().writers);
+        let mut writing = Writing {
             shared: self,
-            _turn: self.header().writers.lock().into_guard(),
+            turn: Some(turn),
+            wake_values: false,
+        };
+        if died {
+            // A writer died in its turn. It had published nothing it was writing, or all of
+            // it; perhaps without waking the readers: wake them all.
+            self.header().values.bump();
+            writing.wake_values = true;
         }
+        writing
     }
 
-    /// The readers' turn, as `writing`. A reader that died holding it had removed nothing it
-    /// was reading: the value is still the oldest, for the next reader.
+    /// The readers' turn, as `writing`. A reader that died in it had removed nothing it was
+    /// reading, or all of it.
     fn reading(&self) -> Reading<'_> {
-        Reading {
+        let (turn, died) = turn(&self.header().readers);
+        let mut reading = Reading {
             shared: self,
-            _turn: self.header().readers.lock().into_guard(),
+            turn: Some(turn),
+            wake_room: false,
+        };
+        if died {
+            self.header().room.bump();
+            reading.wake_room = true;
         }
+        reading
     }
 
+    /// The writers' mark, as far as readers may read.
+    fn put(&self) -> Mark {
+        Mark::of(self.header().put.load(SeqCst))
+    }
+
+    /// The readers' mark, as far as writers may write.
+    fn taken(&self) -> Mark {
+        Mark::of(self.header().taken.load(SeqCst))
+    }
     fn data(&self) -> *mut u8 {
         // SAFETY: DATA_OFFSET + RING_BYTES is the mapping's length.
         unsafe { self.memory.ptr().as_ptr().add(DATA_OFFSET) }
@@ -766,8 +816,7 @@ impl Shared {
     /// # Safety
     ///
     /// No other thread or process reads or writes those bytes meanwhile: they lie beyond
-    /// `tail`, and the caller holds the writers' turn (or the ring's lock, with no writer
-    /// between its turn's two locks).
+    /// the writers' mark, up to the readers', and the caller holds the writers' turn.
     unsafe fn copy_in(&self, position: u64, bytes: &[u8]) {
         let at = (position % RING_BYTES as u64) as usize;
         let first = bytes.len().min(RING_BYTES - at);
@@ -817,8 +866,8 @@ impl Shared {
     ///
     /// # Safety
     ///
-    /// No writer writes those bytes meanwhile: they lie between `head` and `tail`, and
-    /// `head` stays before them (the caller holds the readers' turn, or the ring's lock).
+    /// No writer writes those bytes meanwhile: they lie between the readers' mark and the
+    /// writers', and the readers' mark stays before them (the caller holds the readers' turn).
     unsafe fn copy_out(&self, position: u64, bytes: &mut [u8]) {
         // A length read from the ring is trusted only this far: whatever the shared memory
         // holds, nothing is read outside the ring.
@@ -836,45 +885,21 @@ impl Shared {
 
     fn header(&self) -> &Header {
         // SAFETY: the mapping is MAP_BYTES long, page-aligned, and starts with a Header
-        // whose fields are a mutex (used only through its own API) and atomics, valid when
+        // whose fields are mutexes (used only through their own API) and atomics, valid when
         // zeroed and whatever bytes another process left; it lives as long as `self`.
         unsafe { self.memory.ptr().cast::<Header>().as_ref() }
     }
 
-    /// Locks the ring, waiting as long as it takes: a live holder lets go within
-    /// microseconds, a dead one is reported by the kernel, and a lost wake-up costs one
-    /// period. (Only a holder stopped by SIGSTOP makes it wait longer: until it continues.)
-    fn lock(&self) -> Ring<'_> {
-        let (lock, owner_died) = match self.header().mutex.lock() {
-            Locked::Clean(lock) => (lock, false),
-            Locked::OwnerDied(lock) => (lock, true),
-        };
-        let mut ring = Ring {
-            shared: self,
-            lock: Some(lock),
-            wake_values: false,
-            wake_room: false,
-        };
-        if owner_died {
-            // A process died holding the lock, perhaps halfway through a change, or before
-            // waking the sleepers. Every change is published last, with one store each to
-            // `tail`/`head` and then `count`: recount to be sure, and wake every sleeper.
-            ring.recount();
-            self.header().values.bump();
-            self.header().room.bump();
-            (ring.wake_values, ring.wake_room) = (true, true);
-        }
-        ring
-    }
-
     fn snapshot(&self) -> Snapshot {
         let h = self.header();
+        let (taken, put) = (self.taken(), self.put());
         Snapshot {
-            head: h.head.load(SeqCst),
-            tail: h.tail.load(SeqCst),
-            count: h.count.load(SeqCst),
+            head: taken.bytes,
+            tail: put.bytes,
+            count: put.since(taken).1,
             maxsize: h.maxsize.load(SeqCst),
-            lock_word: h.mutex.word(),
+            writers_word: h.writers.word(),
+            readers_word: h.readers.word(),
             values_seq: h.values.seq.load(SeqCst),
             values_sleepers: h.values.sleepers.load(SeqCst),
             room_seq: h.room.seq.load(SeqCst),
@@ -883,108 +908,11 @@ impl Shared {
     }
 }
 
-/// The ring, locked. Each value is a 4-byte length and its bytes, wrapping at the end.
-/// Dropping it unlocks, then wakes the sleepers that a change it made concerns.
-struct Ring<'a> {
-    shared: &'a Shared,
-    lock: Option<RobustGuard<'a>>,
-    wake_values: bool,
-    wake_room: bool,
-}
-
-impl Ring<'_> {
-    fn header(&self) -> &Header {
-        self.shared.header()
-    }
-
-    /// Where a value of `len` bytes goes (its length first), if the queue has room for it.
-    fn room_for(&self, len: usize) -> Option<Slot> {
-        let h = self.header();
-        let (head, tail, count) = (
-            h.head.load(Relaxed),
-            h.tail.load(Relaxed),
-            h.count.load(Relaxed),
-        );
-        let needed = 4 + len as u64;
-        let room = count < h.maxsize.load(Relaxed) && RING_BYTES as u64 - (tail - head) >= needed;
-        room.then_some(Slot { tail, len })
-    }
-
-    /// Makes the value written into `slot` visible to readers.
-    fn publish(&mut self, slot: Slot) {
-        let Slot { tail, len } = slot;
-        let h = self.header();
-        // Published only now: a writer killed before this line leaves no trace.
-        h.tail.store(tail + 4 + len as u64, Relaxed);
-        h.count.store(h.count.load(Relaxed) + 1, Relaxed);
-        self.wake_values |= h.values.changed();
-    }
-
-    /// Where the oldest value starts (its length first) and its length, if there is one.
-    fn oldest(&self) -> Option<Slot> {
-        let h = self.header();
-        let (head, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
-        if head == tail {
-            return None;
-        }
-        let mut len = [0; 4];
-        // SAFETY: we hold the ring's lock; the 4 bytes at `head` lie before `tail`.
-        unsafe { self.shared.copy_out(head, &mut len) };
-        // A length no writer can have written (the ring holds less) cannot lead a copy out
-        // of the ring.
-        let len = (u32::from_le_bytes(len) as usize).min(RING_BYTES - 4);
-        Some(Slot { tail: head, len })
-    }
-
-    /// Removes the oldest value (`oldest`), read out by the caller.
-    fn remove(&mut self, oldest: Slot) {
-        let Slot { tail: head, len } = oldest;
-        let h = self.header();
-        // Removed only now: a reader killed before this line leaves the value in place.
-        h.head.store(head + 4 + len as u64, Relaxed);
-        h.count.store(h.count.load(Relaxed) - 1, Relaxed);
-        self.wake_room |= h.room.changed();
-    }
-
-    /// Copies a short value into `slot` and publishes it, all under the ring's lock.
-    fn push(&mut self, slot: Slot, value: &[u8]) {
-        assert!(
-            self.header().writer_alone.load(Relaxed) == 0 && slot.len == value.len(),
-            "no writer copies alone, and the slot was found for this value"
-        );
-        // SAFETY: we hold the ring's lock and no writer copies alone: nobody else writes
-        // into the ring, and `room_for` found the slot's bytes free.
-        unsafe {
-            self.shared
-                .copy_in(slot.tail, &(value.len() as u32).to_le_bytes());
-            self.shared.copy_in(slot.tail + 4, value);
-        }
-        self.publish(slot);
-    }
-
-    /// Copies the oldest value (`oldest`) into `value` and removes it, all under the ring's
-    /// lock.
-    fn pop(&mut self, oldest: Slot, value: &mut Vec<u8>) {
-        value.resize(oldest.len, 0);
-        // SAFETY: we hold the ring's lock; the value lies between `head` and `tail`, where no
-        // writer writes.
-        unsafe { self.shared.copy_out(oldest.tail + 4, value) };
-        self.remove(oldest);
-    }
-
-    /// Counts the values between head and tail again, after a process died mid-change.
-    fn recount(&self) {
-        let h = self.header();
-        let (mut at, tail) = (h.head.load(Relaxed), h.tail.load(Relaxed));
-        let mut count = 0;
-        while at < tail {
-            let mut len = [0; 4];
-            // SAFETY: we hold the ring's lock; `at` lies between `head` and `tail`.
-            unsafe { self.shared.copy_out(at, &mut len) };
-            at += 4 + u32::from_le_bytes(len) as u64;
-            count += 1;
-        }
-        h.count.store(count, Relaxed);
+/// A side's turn, and whether its last holder died in it.
+fn turn(mutex: &RobustMutex) -> (RobustGuard<'_>, bool) {
+    match mutex.lock() {
+        Locked::Clean(lock) => (lock, false),
+        Locked::OwnerDied(lock) => (lock, true),
     }
 }
 
@@ -992,31 +920,59 @@ impl Ring<'_> {
 /// `room_for` (free bytes, for the writers' turn) and `oldest` (the oldest value, for the
 /// readers' turn); not `Clone`, so that each is published or removed once.
 struct Slot {
-    tail: u64,
+    at: Mark,
     len: usize,
 }
 
-/// The writers' turn: the one writer that may write a value in, outside the ring's lock.
+/// The writers' turn: the one writer that may write into the ring and move `put`. Dropping it
+/// lets go of the turn, then wakes the readers if the value it put concerns sleepers.
 struct Writing<'a> {
     shared: &'a Shared,
-    _turn: RobustGuard<'a>,
+    turn: Option<RobustGuard<'a>>,
+    wake_values: bool,
 }
 
 impl Writing<'_> {
+    /// The readers' mark: up to where the writers may write.
+    fn taken(&self) -> Mark {
+        self.shared.taken()
+    }
+
+    /// Where a value of `len` bytes goes (its length first), if the queue had room for it at
+    /// `taken`. Only this turn's holder moves `put`: it is read without ordering.
+    fn room_for(&self, len: usize, taken: Mark) -> Option<Slot> {
+        let h = self.shared.header();
+        let put = Mark::of(h.put.load(Relaxed));
+        let (bytes, values) = put.since(taken);
+        let free = (RING_BYTES as u64).saturating_sub(bytes);
+        let room = values < h.maxsize.load(Relaxed) && free >= 4 + len as u64;
+        room.then_some(Slot { at: put, len })
+    }
+
+    /// Copies a short value's bytes, and its length, into `slot`.
+    fn copy_in(&self, slot: &Slot, value: &[u8]) {
+        assert_eq!(slot.len, value.len(), "the slot was found for this value");
+        // SAFETY: we hold the writers' turn, and `room_for` found the slot's bytes free: only
+        // this turn's holder moves `put`, and readers only read up to it.
+        unsafe {
+            self.shared.copy_in(slot.at.bytes + 4, value);
+            self.shared
+                .copy_in(slot.at.bytes, &(slot.len as u32).to_le_bytes());
+        }
+    }
+
     /// Encodes `value` and its length into the slot that `room_for` found for it: straight
     /// into the ring, or through `scratch` where the slot wraps at the ring's end. The slot
-    /// is published only if this succeeds.
+    /// is to be published only if this succeeds.
     fn encode_in<T: Serialize>(
         &self,
         slot: &Slot,
         value: &T,
         scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
-        // SAFETY: we hold the writers' turn, and `room_for` found the slot's bytes free: only
-        // this turn's holder moves `tail`, and readers only move `head` up to it. The slice
-        // is used only in this call, while `self` holds the turn, and no other slice of the
-        // ring lives meanwhile.
-        match unsafe { self.shared.place_mut(slot.tail + 4, slot.len) } {
+        // SAFETY: as in `copy_in`. The slice is used only in this call, while `self` holds the
+        // turn, and no other slice of the ring lives meanwhile.
+        match unsafe { self.shared.place_mut(slot.at.bytes + 4, slot.len) } {
             Some(place) => {
                 // Too long for its place is an error from postcard, and not written past it.
                 let written = postcard::to_slice(value, place).ok().map(|b| b.len());
@@ -1025,26 +981,68 @@ impl Writing<'_> {
             None => {
                 encode(value, scratch)?;
                 same_len(Some(scratch.len()), slot.len)?;
-                // SAFETY: as above.
-                unsafe { self.shared.copy_in(slot.tail + 4, scratch) };
+                // SAFETY: as in `copy_in`.
+                unsafe { self.shared.copy_in(slot.at.bytes + 4, scratch) };
             }
         }
-        // SAFETY: as above.
+        // SAFETY: as in `copy_in`.
         unsafe {
             self.shared
-                .copy_in(slot.tail, &(slot.len as u32).to_le_bytes())
+                .copy_in(slot.at.bytes, &(slot.len as u32).to_le_bytes())
         };
         Ok(())
     }
+
+    /// Makes the value written into `slot` visible to readers: one store.
+    fn publish(&mut self, slot: Slot) {
+        let h = self.shared.header();
+        // Published only now: a writer killed before this line leaves no trace.
+        h.put.store(slot.at.after(slot.len).word(), SeqCst);
+        self.wake_values |= h.values.changed();
+    }
 }
 
-/// The readers' turn: the one reader that may read a value out, outside the ring's lock.
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        drop(self.turn.take()); // Unlocked first: the woken writers find the turn free.
+        if self.wake_values {
+            self.shared.header().values.wake_all();
+        }
+    }
+}
+
+/// The readers' turn: the one reader that may read a value out of the ring and move `taken`.
+/// Dropping it lets go of the turn, then wakes the writers if the value it took made room
+/// that sleepers wait for.
 struct Reading<'a> {
     shared: &'a Shared,
-    _turn: RobustGuard<'a>,
+    turn: Option<RobustGuard<'a>>,
+    wake_room: bool,
 }
 
 impl Reading<'_> {
+    /// The writers' mark: up to where the readers may read.
+    fn put(&self) -> Mark {
+        self.shared.put()
+    }
+
+    /// Where the oldest value starts (its length first) and its length, if there is one
+    /// before `put`. Only this turn's holder moves `taken`: it is read without ordering.
+    fn oldest(&self, put: Mark) -> Option<Slot> {
+        let taken = Mark::of(self.shared.header().taken.load(Relaxed));
+        let (bytes, _) = put.since(taken);
+        if bytes < 4 {
+            return None;
+        }
+        let mut len = [0; 4];
+        // SAFETY: we hold the readers' turn; the 4 bytes at `taken` lie before `put`.
+        unsafe { self.shared.copy_out(taken.bytes, &mut len) };
+        // A length no writer can have written (longer than what was put) cannot lead a read
+        // past what was put.
+        let len = (u32::from_le_bytes(len) as u64).min(bytes - 4) as usize;
+        Some(Slot { at: taken, len })
+    }
+
     /// Decodes the value that `oldest` found: straight from the ring, or through `scratch`
     /// where it wraps at the ring's end.
     fn decode_out<T: DeserializeOwned>(
@@ -1052,28 +1050,41 @@ impl Reading<'_> {
         oldest: &Slot,
         scratch: &mut Vec<u8>,
     ) -> io::Result<T> {
-        // SAFETY: we hold the readers' turn: only its holder moves `head`, so the value,
-        // published before `tail`, stays where it is and no writer writes there; the slice
-        // is used only in this call, while `self` holds the turn.
-        if let Some(place) = unsafe { self.shared.place(oldest.tail + 4, oldest.len) } {
+        // SAFETY: we hold the readers' turn: only its holder moves `taken`, so the value,
+        // published before `put`, stays where it is and no writer writes there; the slice is
+        // used only in this call, while `self` holds the turn.
+        if let Some(place) = unsafe { self.shared.place(oldest.at.bytes + 4, oldest.len) } {
             return decode(place);
         }
         scratch.resize(oldest.len, 0);
         // SAFETY: as above.
-        unsafe { self.shared.copy_out(oldest.tail + 4, scratch) };
+        unsafe { self.shared.copy_out(oldest.at.bytes + 4, scratch) };
         decode(scratch)
+    }
+
+    /// Copies the oldest value (`oldest`) into `value` and removes it.
+    fn pop(&mut self, oldest: Slot, value: &mut Vec<u8>) {
+        value.resize(oldest.len, 0);
+        // SAFETY: we hold the readers' turn; the value lies between `taken` and `put`, where
+        // no writer writes.
+        unsafe { self.shared.copy_out(oldest.at.bytes + 4, value) };
+        self.remove(oldest);
+    }
+
+    /// Removes the oldest value (`oldest`), read out by the caller: one store.
+    fn remove(&mut self, oldest: Slot) {
+        let h = self.shared.header();
+        // Removed only now: a reader killed before this line leaves the value in place.
+        h.taken.store(oldest.at.after(oldest.len).word(), SeqCst);
+        self.wake_room |= h.room.changed();
     }
 }
 
-impl Drop for Ring<'_> {
+impl Drop for Reading<'_> {
     fn drop(&mut self) {
-        drop(self.lock.take()); // Unlocked first: the woken find the lock free.
-        let h = self.shared.header();
-        if self.wake_values {
-            h.values.wake_all();
-        }
+        drop(self.turn.take());
         if self.wake_room {
-            h.room.wake_all();
+            self.shared.header().room.wake_all();
         }
     }
 }
@@ -1164,15 +1175,16 @@ mod tests {
     // Tests of the queue between processes are in tests/queue.rs; this one needs a private
     // method. Its child ends at once, so the ends it inherits close at once too.
     #[test]
-    fn a_process_that_dies_holding_the_lock_does_not_block_the_queue() {
+    fn a_process_that_dies_in_a_turn_does_not_block_the_queue() {
         let q = Queue::<u32>::bounded(4).unwrap();
         q.put(1).unwrap();
-        let die_holding_it = |shared: Arc<Shared>| {
-            std::mem::forget(shared.lock());
+        let die_in_both = |shared: Arc<Shared>| {
+            std::mem::forget(shared.writing());
+            std::mem::forget(shared.reading());
             // SAFETY: `_exit` ends the process at once; it is always sound to call.
             unsafe { libc::_exit(0) }
         };
-        let mut child = crate::process::Process::new(die_holding_it, q.writer.shared.clone());
+        let mut child = crate::process::Process::new(die_in_both, q.writer.shared.clone());
         child.start().unwrap();
         assert_eq!(child.join().unwrap(), 0);
         q.put(2).unwrap();
@@ -1180,33 +1192,34 @@ mod tests {
     }
 
     #[test]
-    fn a_locked_snapshot_counts_the_value_of_a_writer_that_died_mid_change() {
+    fn a_writer_killed_before_it_publishes_leaves_nothing_half_put() {
         let q = Queue::<u32>::bounded(2).unwrap();
         q.put(1).unwrap();
-        // A writer that dies after its store to `tail` and before the one to `count`.
+        // A writer that dies with the value's bytes in, and before the one store that
+        // publishes it.
         let die_mid_put = |shared: Arc<Shared>| {
-            let mut ring = shared.lock();
-            let count = ring.header().count.load(Relaxed);
-            let slot = ring.room_for(1).unwrap();
-            ring.push(slot, &[2]); // 2u32 in postcard.
-            ring.header().count.store(count, Relaxed);
-            std::mem::forget(ring);
+            let writing = shared.writing();
+            let slot = writing.room_for(1, writing.taken()).unwrap();
+            writing.copy_in(&slot, &[2]); // 2u32 in postcard.
+            std::mem::forget(writing);
             // SAFETY: `_exit` ends the process at once; it is always sound to call.
             unsafe { libc::_exit(0) }
         };
         let mut child = crate::process::Process::new(die_mid_put, q.writer.shared.clone());
         child.start().unwrap();
         assert_eq!(child.join().unwrap(), 0);
-        // Read without the lock, the header says one value, and room for another...
-        assert_eq!(q.writer.snapshot().count, 1);
-        // ...read under it, two: the queue is full, as a `put` would find it.
-        let locked = q.writer.snapshot_locked();
-        assert_eq!((locked.count, locked.maxsize), (2, 2));
+        let s = q.writer.snapshot();
+        assert_eq!(
+            (s.tail - s.head, s.count),
+            (5, 1),
+            "one value: 1, and its length"
+        );
+        q.put(3).unwrap();
+        assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 3));
         assert!(matches!(
-            q.writer.put_timeout(3, Duration::ZERO),
-            Err(PutError::Full)
+            q.get_timeout(Duration::ZERO),
+            Err(GetError::Empty)
         ));
-        assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
     }
 
     #[test]
@@ -1309,31 +1322,31 @@ mod tests {
     fn a_long_value_whose_encoding_changes_length_is_an_error_and_puts_nothing() {
         let q = Queue::<Odd>::new().unwrap();
         // Long enough to be encoded in place, once its length is known from a first encoding.
-        let err = q.put(Odd::new(vec![1; 2 * ALONE], true)).unwrap_err();
+        let err = q.put(Odd::new(vec![1; 2 * IN_PLACE], true)).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
                 "put failed: the value encoded to {} bytes, then to another length",
-                2 * ALONE + 2
+                2 * IN_PLACE + 2
             )
         );
         let s = q.writer.snapshot();
         assert_eq!((s.tail, s.count), (0, 0));
         // Nothing is left half-done: the next value goes in and out.
-        q.put(Odd::new(vec![2; 2 * ALONE], false)).unwrap();
-        assert_eq!(*q.get().unwrap().bytes.borrow(), vec![2; 2 * ALONE]);
+        q.put(Odd::new(vec![2; 2 * IN_PLACE], false)).unwrap();
+        assert_eq!(*q.get().unwrap().bytes.borrow(), vec![2; 2 * IN_PLACE]);
     }
 
     #[test]
     fn a_long_value_whose_decoding_panics_is_taken_all_the_same() {
         let q = Queue::<Odd>::new().unwrap();
-        q.put(Odd::new(vec![0xFF; 2 * ALONE], false)).unwrap();
-        q.put(Odd::new(vec![3; 2 * ALONE], false)).unwrap();
+        q.put(Odd::new(vec![0xFF; 2 * IN_PLACE], false)).unwrap();
+        q.put(Odd::new(vec![3; 2 * IN_PLACE], false)).unwrap();
         // Decoded in place: the panic comes out of `get`, after the value was taken.
         let got = panic::catch_unwind(AssertUnwindSafe(|| q.get()));
         assert!(got.is_err(), "the first value's decoding panics");
         assert_eq!(q.writer.snapshot().count, 1);
-        assert_eq!(*q.get().unwrap().bytes.borrow(), vec![3; 2 * ALONE]);
+        assert_eq!(*q.get().unwrap().bytes.borrow(), vec![3; 2 * IN_PLACE]);
         assert_eq!(q.writer.snapshot().count, 0);
     }
 
@@ -1418,19 +1431,6 @@ mod tests {
         assert!(matches!(too_big, Err(PutError::Io(_))), "{too_big:?}");
     }
 
-    #[test]
-    fn a_thread_that_dies_holding_the_lock_does_not_block_the_queue() {
-        let q = Queue::<u32>::bounded(4).unwrap();
-        q.put(1).unwrap();
-        let shared = q.writer.shared.clone();
-        std::thread::spawn(move || std::mem::forget(shared.lock()))
-            .join()
-            .unwrap();
-        // The robust mutex reports its owner's death to the next locker, who goes on.
-        q.put(2).unwrap();
-        assert_eq!((q.get().unwrap(), q.get().unwrap()), (1, 2));
-    }
-
     /// Long enough to mean "for ever" here: a test that waits this long has failed.
     const FOR_EVER: Duration = Duration::from_secs(60);
 
@@ -1455,14 +1455,15 @@ mod tests {
         let reader = q.reader();
         let (tid, got) = in_a_thread(move || reader.get().ok());
         wait_until_asleep_in_futex(tid);
-        // A put whose writer is killed between unlocking and waking: the value is in, the
+        // A put whose writer is killed between publishing and waking: the value is in, the
         // sleepers' mark cleared, and no wake-up comes.
-        let mut ring = q.writer.shared.lock();
-        let slot = ring.room_for(1).unwrap();
-        ring.push(slot, &[7]); // 7u32 in postcard.
-        assert!(ring.wake_values, "the reader marked that it sleeps");
-        ring.wake_values = false;
-        drop(ring);
+        let mut writing = q.writer.shared.writing();
+        let slot = writing.room_for(1, writing.taken()).unwrap();
+        writing.copy_in(&slot, &[7]); // 7u32 in postcard.
+        writing.publish(slot);
+        assert!(writing.wake_values, "the reader marked that it sleeps");
+        writing.wake_values = false;
+        drop(writing);
         assert_eq!(got.recv_timeout(FOR_EVER).unwrap(), Some(7));
     }
 
@@ -1473,13 +1474,13 @@ mod tests {
         let writer = q.writer();
         let (tid, put) = in_a_thread(move || writer.put(2).is_ok());
         wait_until_asleep_in_futex(tid);
-        // A get whose reader is killed between unlocking and waking.
-        let mut ring = q.reader.shared.lock();
-        let oldest = ring.oldest().unwrap();
-        ring.pop(oldest, &mut Vec::new());
-        assert!(ring.wake_room, "the writer marked that it sleeps");
-        ring.wake_room = false;
-        drop(ring);
+        // A get whose reader is killed between removing and waking.
+        let mut reading = q.reader.shared.reading();
+        let oldest = reading.oldest(reading.put()).unwrap();
+        reading.pop(oldest, &mut Vec::new());
+        assert!(reading.wake_room, "the writer marked that it sleeps");
+        reading.wake_room = false;
+        drop(reading);
         assert!(put.recv_timeout(FOR_EVER).unwrap());
         assert_eq!(q.get().unwrap(), 2);
     }
@@ -1508,12 +1509,23 @@ mod tests {
     }
 
     #[test]
-    fn recount_restores_the_count_of_values() {
-        let q = Queue::<u32>::new().unwrap();
-        (0..5).for_each(|i| q.put(i).unwrap());
-        let ring = q.writer.shared.lock();
-        ring.header().count.store(99, Relaxed); // As if a writer died mid-change.
-        ring.recount();
-        assert_eq!(ring.header().count.load(Relaxed), 5);
+    fn marks_wrap_and_still_give_what_lies_between_them() {
+        let taken = Mark {
+            bytes: BYTES_MASK - 2,
+            values: VALUES_MASK,
+        };
+        assert_eq!(Mark::of(taken.word()), taken);
+        let put = taken.after(10).after(0);
+        assert_eq!(
+            put,
+            Mark {
+                bytes: 15,
+                values: 1
+            },
+            "both wrapped"
+        );
+        assert_eq!(Mark::of(put.word()), put);
+        assert_eq!(put.since(taken), (4 + 10 + 4, 2));
+        assert_eq!(put.since(put), (0, 0));
     }
 }
