@@ -1,6 +1,7 @@
 //! Python's `multiprocessing.Queue` in Rust: a [`Queue`] between processes, whose
 //! [`Writer`]s `put` values and whose [`Reader`]s `get` them, in a ring buffer in shared
-//! memory under a robust process-shared mutex, woken through futexes; and the [`Process`] to
+//! memory that writers and readers each take turns at (a robust process-shared mutex per
+//! side), woken through futexes; and the [`Process`] to
 //! put and get from, as in `demo-process`: by fork ([`Process::new`]), or by spawn or
 //! forkserver ([`get_context`], with [`run_if_spawned`] first in `main`). A handle given to a
 //! spawned child crosses as descriptors ([`fds`]): the memfd of the ring, and its end.

@@ -268,16 +268,18 @@ impl<T: Serialize> Writer<T> {
             let mut looked = false;
             loop {
                 let mut writing = self.shared.writing();
-                let taken = writing.taken();
-                if let Some(slot) = writing.room_for(len, taken) {
-                    if in_place {
-                        writing.encode_in(&slot, value, bytes)?;
-                    } else {
-                        writing.copy_in(&slot, bytes);
+                let taken = match writing.room_for(len) {
+                    Err(taken) => taken,
+                    Ok(slot) => {
+                        if in_place {
+                            writing.encode_in(&slot, value, bytes)?;
+                        } else {
+                            writing.copy_in(&slot, bytes);
+                        }
+                        writing.publish(slot);
+                        return Ok(()); // Dropping the turn unlocks, then wakes the readers.
                     }
-                    writing.publish(slot);
-                    return Ok(()); // Dropping the turn unlocks, then wakes the readers.
-                }
+                };
                 drop(writing);
                 let room_made = || self.shared.taken() != taken;
                 if !looked {
@@ -366,22 +368,24 @@ impl<T: DeserializeOwned> Reader<T> {
             let mut looked = false;
             loop {
                 let mut reading = self.shared.reading();
-                let put = reading.put();
-                if let Some(oldest) = reading.oldest(put) {
-                    if oldest.len >= IN_PLACE {
-                        // A value is taken once decoded, even by a `Deserialize` that panics,
-                        // so that one bad value does not stop every reader.
-                        let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
-                            reading.decode_out(&oldest, bytes)
-                        }));
-                        reading.remove(oldest);
-                        drop(reading);
-                        return Ok(decoded.unwrap_or_else(|p| panic::resume_unwind(p))?);
+                let put = match reading.oldest() {
+                    Err(put) => put,
+                    Ok(oldest) => {
+                        if oldest.len >= IN_PLACE {
+                            // A value is taken once decoded, even by a `Deserialize` that panics,
+                            // so that one bad value does not stop every reader.
+                            let decoded = panic::catch_unwind(AssertUnwindSafe(|| {
+                                reading.decode_out(&oldest, bytes)
+                            }));
+                            reading.remove(oldest);
+                            drop(reading);
+                            return Ok(decoded.unwrap_or_else(|p| panic::resume_unwind(p))?);
+                        }
+                        reading.pop(oldest, bytes);
+                        drop(reading); // Unlocked, and the writers woken: then the decoding.
+                        return Ok(decode(bytes)?);
                     }
-                    reading.pop(oldest, bytes);
-                    drop(reading); // Unlocked, and the writers woken: then the decoding.
-                    return Ok(decode(bytes)?);
-                }
+                };
                 drop(reading);
                 let arrived = || self.shared.put() != put;
                 if !looked {
@@ -502,16 +506,17 @@ thread_local! {
 }
 
 /// What every process sees at the start of the shared mapping. Each side has its turn and its
-/// mark, and the two marks lie on cache lines of their own: a writer and a reader share
-/// nothing they both write, and one of each goes on without waiting for the other.
+/// mark, each on a cache line of its own: a writer and a reader share no line that both write
+/// (but for a sleepers' mark, written only by one that goes to sleep), and one of each goes on
+/// without waiting for the other.
 #[repr(C)]
 struct Header {
     /// Held by the writer that puts a value: only its holder writes into the ring, beyond
     /// `put`, where no reader looks, and moves `put`.
-    writers: RobustMutex,
+    writers: Line<RobustMutex>,
     /// Held by the reader that gets a value: only its holder reads it out, from `taken`,
     /// where no writer writes, and moves `taken`.
-    readers: RobustMutex,
+    readers: Line<RobustMutex>,
     maxsize: AtomicU64,
     /// `MAGIC` once the header is set up: what a process that is sent the memfd checks.
     magic: AtomicU64,
@@ -592,13 +597,16 @@ struct Wakeup {
 }
 
 impl Wakeup {
-    /// By a process with nothing to do, before it looks one last time: marks that someone
-    /// sleeps, and returns the number to sleep on. Whoever then makes the change it waits for
+    /// By a process with nothing to do, before it looks one last time: returns the number to
+    /// sleep on, and marks that someone sleeps. Whoever then makes the change it waits for
     /// sees the mark (`changed`), or the last look sees the change: all four accesses are
-    /// `SeqCst`, so one of the two comes after the other.
+    /// `SeqCst`, so one of the two comes after the other. The number is read first: a waker
+    /// that clears the mark after that, even one whose change came before and was seen, bumps
+    /// the number past it, and the sleep ends at once rather than after a period.
     fn prepare(&self) -> u32 {
+        let seq = self.seq.load(SeqCst);
         self.sleepers.store(1, SeqCst);
-        self.seq.load(SeqCst)
+        seq
     }
 
     /// After a change the sleepers wait for: whether someone may sleep, in which case the mark
@@ -933,20 +941,21 @@ struct Writing<'a> {
 }
 
 impl Writing<'_> {
-    /// The readers' mark: up to where the writers may write.
-    fn taken(&self) -> Mark {
-        self.shared.taken()
-    }
-
-    /// Where a value of `len` bytes goes (its length first), if the queue had room for it at
-    /// `taken`. Only this turn's holder moves `put`: it is read without ordering.
-    fn room_for(&self, len: usize, taken: Mark) -> Option<Slot> {
+    /// Where a value of `len` bytes goes (its length first), if the queue has room for it;
+    /// otherwise the readers' mark it found full, to look for room made since. The readers'
+    /// mark is read here, under the turn, so that the slot lies where no reader reads; only
+    /// this turn's holder moves `put`: it is read without ordering.
+    fn room_for(&self, len: usize) -> Result<Slot, Mark> {
         let h = self.shared.header();
+        let taken = self.shared.taken();
         let put = Mark::of(h.put.load(Relaxed));
         let (bytes, values) = put.since(taken);
         let free = (RING_BYTES as u64).saturating_sub(bytes);
-        let room = values < h.maxsize.load(Relaxed) && free >= 4 + len as u64;
-        room.then_some(Slot { at: put, len })
+        if values < h.maxsize.load(Relaxed) && free >= 4 + len as u64 {
+            Ok(Slot { at: put, len })
+        } else {
+            Err(taken)
+        }
     }
 
     /// Copies a short value's bytes, and its length, into `slot`.
@@ -971,7 +980,8 @@ impl Writing<'_> {
         scratch: &mut Vec<u8>,
     ) -> io::Result<()> {
         // SAFETY: as in `copy_in`. The slice is used only in this call, while `self` holds the
-        // turn, and no other slice of the ring lives meanwhile.
+        // turn, and no other slice of these bytes lives meanwhile (a reader's lies before
+        // `put`).
         match unsafe { self.shared.place_mut(slot.at.bytes + 4, slot.len) } {
             Some(place) => {
                 // Too long for its place is an error from postcard, and not written past it.
@@ -1004,7 +1014,7 @@ impl Writing<'_> {
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        drop(self.turn.take()); // Unlocked first: the woken writers find the turn free.
+        drop(self.turn.take()); // Unlocked first: a writer woken elsewhere finds it free.
         if self.wake_values {
             self.shared.header().values.wake_all();
         }
@@ -1021,26 +1031,27 @@ struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    /// The writers' mark: up to where the readers may read.
-    fn put(&self) -> Mark {
-        self.shared.put()
-    }
-
-    /// Where the oldest value starts (its length first) and its length, if there is one
-    /// before `put`. Only this turn's holder moves `taken`: it is read without ordering.
-    fn oldest(&self, put: Mark) -> Option<Slot> {
+    /// Where the oldest value starts (its length first) and its length, if there is one;
+    /// otherwise the writers' mark it found empty, to look for values put since. The writers'
+    /// mark is read here, under the turn, so that the value read was all written; only this
+    /// turn's holder moves `taken`: it is read without ordering.
+    fn oldest(&self) -> Result<Slot, Mark> {
+        let put = self.shared.put();
         let taken = Mark::of(self.shared.header().taken.load(Relaxed));
         let (bytes, _) = put.since(taken);
         if bytes < 4 {
-            return None;
+            return Err(put);
         }
         let mut len = [0; 4];
         // SAFETY: we hold the readers' turn; the 4 bytes at `taken` lie before `put`.
         unsafe { self.shared.copy_out(taken.bytes, &mut len) };
-        // A length no writer can have written (longer than what was put) cannot lead a read
-        // past what was put.
+        // A length no writer can have written (longer than what was put, or than the ring)
+        // cannot lead a read past what was put, nor a buffer longer than the ring.
         let len = (u32::from_le_bytes(len) as u64).min(bytes - 4) as usize;
-        Some(Slot { at: taken, len })
+        Ok(Slot {
+            at: taken,
+            len: len.min(RING_BYTES - 4),
+        })
     }
 
     /// Decodes the value that `oldest` found: straight from the ring, or through `scratch`
@@ -1199,7 +1210,7 @@ mod tests {
         // publishes it.
         let die_mid_put = |shared: Arc<Shared>| {
             let writing = shared.writing();
-            let slot = writing.room_for(1, writing.taken()).unwrap();
+            let slot = writing.room_for(1).ok().unwrap();
             writing.copy_in(&slot, &[2]); // 2u32 in postcard.
             std::mem::forget(writing);
             // SAFETY: `_exit` ends the process at once; it is always sound to call.
@@ -1458,7 +1469,7 @@ mod tests {
         // A put whose writer is killed between publishing and waking: the value is in, the
         // sleepers' mark cleared, and no wake-up comes.
         let mut writing = q.writer.shared.writing();
-        let slot = writing.room_for(1, writing.taken()).unwrap();
+        let slot = writing.room_for(1).ok().unwrap();
         writing.copy_in(&slot, &[7]); // 7u32 in postcard.
         writing.publish(slot);
         assert!(writing.wake_values, "the reader marked that it sleeps");
@@ -1476,7 +1487,7 @@ mod tests {
         wait_until_asleep_in_futex(tid);
         // A get whose reader is killed between removing and waking.
         let mut reading = q.reader.shared.reading();
-        let oldest = reading.oldest(reading.put()).unwrap();
+        let oldest = reading.oldest().ok().unwrap();
         reading.pop(oldest, &mut Vec::new());
         assert!(reading.wake_room, "the writer marked that it sleeps");
         reading.wake_room = false;
