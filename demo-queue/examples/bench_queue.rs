@@ -6,8 +6,8 @@
 //! - `queue.16b`, `queue.4kib`, `queue.64kib`: `serde_bytes` values of that size from one
 //!   process to another, in messages per second: our `Queue`, a `String` of the same size
 //!   through it, and ipc-channel (the crate a Rust user would otherwise take: one-way, one
-//!   receiver, unbounded) with the same bytes; the three take turns, round by round, over twice
-//!   the repeats of the other rows.
+//!   receiver, unbounded) with the same bytes; the three take turns, round by round, over five
+//!   times the repeats of the other rows.
 //! - `queue.threads`: items per second from one thread to another through a crossbeam
 //!   channel, the counterpart of Python's `queue.Queue`.
 //!
@@ -54,11 +54,11 @@ fn main() {
     ] {
         let bytes = ByteBuf::from(vec![7u8; size]);
         let text = "7".repeat(size);
-        // Twice the repeats (18 rounds, each order three times): bytes and a `String` of the
-        // same size are nearly the same work, and on a shared machine seven rounds leave their
-        // order to chance.
+        // Five times the repeats (36 rounds, each order six times): bytes and a `String` of
+        // the same size are nearly the same work, and on a shared machine, whose speed moves
+        // by 2× from round to round here, fewer rounds leave their order to chance.
         let [ours, string, ipc] = medians(
-            repeats * 2 + 1,
+            repeats * 5,
             [
                 &mut || values_processes(Queue::new().unwrap(), bytes.clone(), count),
                 &mut || values_processes(Queue::new().unwrap(), text.clone(), count),

@@ -66,7 +66,7 @@ const IN_TURNS: &[(&str, &str)] = &[("demo-pool", "--create-join")];
 
 /// How many more times the rows of `IN_TURNS` are measured, Rust then Python (`--quick`: 2),
 /// so that with the first there is an odd number of runs, and a middle one.
-const TURNS: usize = 4;
+const TURNS: usize = 8;
 
 /// One figure: who measured (`ours`, `python`, `limit`, or an extra such as `flock`) and what.
 struct Figure {
