@@ -170,8 +170,9 @@ impl Pool {
             epoll,
         });
         let manager_shared = Arc::clone(&shared);
-        // The thread stays unnamed: the workers are copies of it, and a demo's `say!` prints
-        // `[pid N]` for an unnamed thread. Tasks run on its stack, so give it a main-sized one.
+        // The thread stays unnamed: the workers it forks are copies of it, and a demo's `say!`
+        // prints `[pid N]` for an unnamed thread, as for the main thread. Tasks run on its
+        // stack, so give it a main-sized one.
         let manager = thread::Builder::new().stack_size(8 << 20);
         let manager = if on_main_thread() {
             // New: the program's main thread lives as long as the program, so it may start

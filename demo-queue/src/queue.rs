@@ -481,7 +481,7 @@ pub struct Snapshot {
     pub head: u64,
     /// Bytes ever put in the ring.
     pub tail: u64,
-    /// Values in the queue now (at most: a value may have been taken since `head` was read).
+    /// Values in the queue now; one taken between the reads of `head` and `tail` still counts.
     pub count: u64,
     /// The most values the queue holds (`u64::MAX`: as many as fit).
     pub maxsize: u64,
