@@ -775,34 +775,30 @@ impl Shared {
     /// makes it wait longer: until it continues.)
     fn writing(&self) -> Writing<'_> {
         let (turn, died) = turn(&self.header().writers);
-        let mut writing = Writing {
-            shared: self,
-            turn: Some(turn),
-            wake_values: false,
-        };
         if died {
             // A writer died in its turn. It had published nothing it was writing, or all of
             // it; perhaps without waking the readers: wake them all.
             self.header().values.bump();
-            writing.wake_values = true;
         }
-        writing
+        Writing {
+            shared: self,
+            turn: Some(turn),
+            wake_values: died,
+        }
     }
 
     /// The readers' turn, as `writing`. A reader that died in it had removed nothing it was
     /// reading, or all of it.
     fn reading(&self) -> Reading<'_> {
         let (turn, died) = turn(&self.header().readers);
-        let mut reading = Reading {
-            shared: self,
-            turn: Some(turn),
-            wake_room: false,
-        };
         if died {
             self.header().room.bump();
-            reading.wake_room = true;
         }
-        reading
+        Reading {
+            shared: self,
+            turn: Some(turn),
+            wake_room: died,
+        }
     }
 
     /// The writers' mark, as far as readers may read.
@@ -814,6 +810,7 @@ impl Shared {
     fn taken(&self) -> Mark {
         Mark::of(self.header().taken.load(SeqCst))
     }
+
     fn data(&self) -> *mut u8 {
         // SAFETY: DATA_OFFSET + RING_BYTES is the mapping's length.
         unsafe { self.memory.ptr().as_ptr().add(DATA_OFFSET) }
