@@ -281,25 +281,13 @@ impl<T: Serialize> Writer<T> {
                     }
                 };
                 drop(writing);
+                let room = &self.shared.header().room;
                 let room_made = || self.shared.taken() != taken;
-                if !looked {
-                    looked = true;
-                    look_again(deadline, room_made);
-                    continue;
+                match wait(room, &self.end, &mut looked, deadline, room_made)? {
+                    Next::Again => {}
+                    Next::Gone => return Err(PutError::Disconnected),
+                    Next::TimedOut => return Err(PutError::Full),
                 }
-                let seq = self.shared.header().room.prepare();
-                if room_made() {
-                    continue;
-                }
-                // Room made by a reader that then left was made before it left: looked for
-                // once more after the hang-up is seen.
-                if self.end.hung_up()? && !room_made() {
-                    return Err(PutError::Disconnected);
-                }
-                let Some(nap) = nap(deadline) else {
-                    return Err(PutError::Full);
-                };
-                self.shared.header().room.sleep(seq, nap);
             }
         })
     }
@@ -387,28 +375,57 @@ impl<T: DeserializeOwned> Reader<T> {
                     }
                 };
                 drop(reading);
+                // Drained: if no writer is left, nothing more can come.
+                let values = &self.shared.header().values;
                 let arrived = || self.shared.put() != put;
-                if !looked {
-                    looked = true;
-                    look_again(deadline, arrived);
-                    continue;
+                match wait(values, &self.end, &mut looked, deadline, arrived)? {
+                    Next::Again => {}
+                    Next::Gone => return Err(GetError::Disconnected),
+                    Next::TimedOut => return Err(GetError::Empty),
                 }
-                let seq = self.shared.header().values.prepare();
-                if arrived() {
-                    continue;
-                }
-                // Drained: if no writer is left, nothing more can come. A value put by a
-                // writer that then left was put before it left: looked for once more.
-                if self.end.hung_up()? && !arrived() {
-                    return Err(GetError::Disconnected);
-                }
-                let Some(nap) = nap(deadline) else {
-                    return Err(GetError::Empty);
-                };
-                self.shared.header().values.sleep(seq, nap);
             }
         })
     }
+}
+
+/// What a `put` that found the queue full, or a `get` that found it empty, does next.
+enum Next {
+    /// Try again: what it waits for may have come.
+    Again,
+    /// The other side is gone, and what it waits for had not come.
+    Gone,
+    /// The deadline has passed.
+    TimedOut,
+}
+
+/// Waits for `changed` (room made, a value put): the first time (`looked`), looks again for a
+/// while; then marks that it sleeps on `wakeup`, looks once more, and sleeps for at most one
+/// period, not past `deadline`. What came from the other side before it left came before it
+/// left, so after the hang-up is seen it looks once more too.
+fn wait(
+    wakeup: &Wakeup,
+    end: &End,
+    looked: &mut bool,
+    deadline: Option<Instant>,
+    changed: impl Fn() -> bool,
+) -> io::Result<Next> {
+    if !*looked {
+        *looked = true;
+        look_again(deadline, &changed);
+        return Ok(Next::Again);
+    }
+    let seq = wakeup.prepare();
+    if changed() {
+        return Ok(Next::Again);
+    }
+    if end.hung_up()? && !changed() {
+        return Ok(Next::Gone);
+    }
+    let Some(nap) = nap(deadline) else {
+        return Ok(Next::TimedOut);
+    };
+    wakeup.sleep(seq, nap);
+    Ok(Next::Again)
 }
 
 /// Looks until `ready`, for `LOOK_FOR` at most and not past `deadline`: `SPINS` times in a
