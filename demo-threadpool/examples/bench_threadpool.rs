@@ -1,5 +1,7 @@
-//! `map` over no-op items through a pool of 4 threads, in items per second, beside rayon's
-//! `par_iter().map().collect()` (what a Rust user would otherwise take) on the same items.
+//! `map` over no-op items through a pool of 4 threads, in items per second, beside rayon (what a
+//! Rust user would otherwise take) on the same items: `into_par_iter().map().collect()`, which
+//! takes the items by value as our `map` does, bare and with each item under `catch_unwind`;
+//! and `par_iter()` over the items borrowed, one list read again round after round.
 //!
 //! Its rows in the table of `cargo xtask bench`, in this order:
 //!
@@ -57,11 +59,11 @@ fn main() {
     };
     let items: Vec<u64> = (0..n as u64).collect();
     let pool = Pool::new(4).unwrap();
-    let [ours, rayon, rayon_caught] = medians(
+    let [ours, rayon, rayon_caught, rayon_borrowed] = medians(
         repeats,
         [
             // `map` takes its items by value, as Python's does: each round gets its own copy,
-            // made before the clock starts.
+            // made before the clock starts, which `map` moves into its threads and frees.
             &mut || {
                 let items = items.clone();
                 rate(n, || {
@@ -70,11 +72,13 @@ fn main() {
                     results
                 })
             },
-            // rayon's global pool (one thread per core). A panic in one item ends its
-            // `collect` with that panic and every other result lost, so its results are bare.
+            // rayon's global pool (one thread per core), given its own copy as `map` is. A
+            // panic in one item ends its `collect` with that panic and every other result lost,
+            // so its results are bare.
             &mut || {
+                let items = items.clone();
                 rate(n, || {
-                    let results: Vec<u64> = items.par_iter().map(|&i| black_box(i)).collect();
+                    let results: Vec<u64> = items.into_par_iter().map(black_box).collect();
                     assert_eq!(results.len(), n);
                     results
                 })
@@ -82,14 +86,24 @@ fn main() {
             // rayon asked for what `map` promises: each item's panic caught as its `Err`, the
             // other results kept. The results are the same type as ours, 16 bytes each.
             &mut || {
+                let items = items.clone();
                 rate(n, || {
                     let results: Vec<Result<u64, Panicked>> = items
-                        .par_iter()
-                        .map(|&i| {
+                        .into_par_iter()
+                        .map(|i| {
                             panic::catch_unwind(|| black_box(i))
                                 .map_err(|_| Panicked("a panic".into()))
                         })
                         .collect();
+                    assert_eq!(results.len(), n);
+                    results
+                })
+            },
+            // rayon over the items borrowed: the same list every round, read and never freed,
+            // and no copy made for it.
+            &mut || {
+                rate(n, || {
+                    let results: Vec<u64> = items.par_iter().map(|&i| black_box(i)).collect();
                     assert_eq!(results.len(), n);
                     results
                 })
@@ -100,4 +114,7 @@ fn main() {
     println!("bench\tthreadpool.map\tours\t{ours:.0}\titems/s");
     println!("bench\tthreadpool.map\trayon\t{rayon:.0}\titems/s");
     println!("bench\tthreadpool.map\trayon, catch_unwind per item\t{rayon_caught:.0}\titems/s");
+    println!(
+        "bench\tthreadpool.map\trayon, par_iter over borrowed items\t{rayon_borrowed:.0}\titems/s"
+    );
 }
