@@ -51,7 +51,9 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release, Ordering::SeqCst,
+};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -545,10 +547,18 @@ struct Header {
     values: Line<Wakeup>,
     /// Wakes the writers: room was made, or a reader end closed.
     room: Line<Wakeup>,
+    /// The readers' mark as the writers last read it, on a line only writers touch: `taken`'s
+    /// line moves from CPU to CPU with every `get`, this one stays with the writers. It lags
+    /// the readers' mark, so the room it shows is there; and a `put` goes by it only while the
+    /// writers' mark is at most the ring's size past it, so the two never wrap apart.
+    taken_seen: Line<AtomicU64>,
+    /// The writers' mark as the readers last read it, the same way round: what it shows was
+    /// put, and the readers' mark never passes it.
+    put_seen: Line<AtomicU64>,
 }
 
 /// What a queue's header says it is: a queue of this layout and ring size.
-const MAGIC: u64 = u64::from_le_bytes(*b"dq-ring2") ^ RING_BYTES as u64;
+const MAGIC: u64 = u64::from_le_bytes(*b"dq-ring3") ^ RING_BYTES as u64;
 
 /// A field alone on its cache line.
 #[repr(C, align(64))]
@@ -957,15 +967,23 @@ struct Writing<'a> {
 impl Writing<'_> {
     /// Where a value of `len` bytes goes (its length first), if the queue has room for it;
     /// otherwise the readers' mark it found full, to look for room made since. The readers'
-    /// mark is read here, under the turn, so that the slot lies where no reader reads; only
-    /// this turn's holder moves `put`: it is read without ordering.
+    /// mark is read here, under the turn, so that the slot lies where no reader reads: first
+    /// as the writers last read it, then, if that shows too little room, afresh. Only this
+    /// turn's holder moves `put`: it is read without ordering.
     fn room_for(&self, len: usize) -> Result<Slot, Mark> {
         let h = self.shared.header();
-        let taken = self.shared.taken();
         let put = Mark::of(h.put.load(Relaxed));
-        let (bytes, values) = put.since(taken);
-        let free = (RING_BYTES as u64).saturating_sub(bytes);
-        if values < h.maxsize.load(Relaxed) && free >= 4 + len as u64 {
+        let fits = |taken: Mark| {
+            let (bytes, values) = put.since(taken);
+            let free = (RING_BYTES as u64).saturating_sub(bytes);
+            values < h.maxsize.load(Relaxed) && free >= 4 + len as u64
+        };
+        if fits(Mark::of(h.taken_seen.load(Acquire))) {
+            return Ok(Slot { at: put, len });
+        }
+        let taken = self.shared.taken();
+        h.taken_seen.store(taken.word(), Release);
+        if fits(taken) {
             Ok(Slot { at: put, len })
         } else {
             Err(taken)
@@ -1047,14 +1065,21 @@ struct Reading<'a> {
 impl Reading<'_> {
     /// Where the oldest value starts (its length first) and its length, if there is one;
     /// otherwise the writers' mark it found empty, to look for values put since. The writers'
-    /// mark is read here, under the turn, so that the value read was all written; only this
-    /// turn's holder moves `taken`: it is read without ordering.
+    /// mark is read here, under the turn, so that the value read was all written: first as
+    /// the readers last read it, then, if that shows nothing, afresh. Only this turn's holder
+    /// moves `taken`: it is read without ordering.
     fn oldest(&self) -> Result<Slot, Mark> {
-        let put = self.shared.put();
-        let taken = Mark::of(self.shared.header().taken.load(Relaxed));
-        let (bytes, _) = put.since(taken);
+        let h = self.shared.header();
+        let taken = Mark::of(h.taken.load(Relaxed));
+        let mut put = Mark::of(h.put_seen.load(Acquire));
+        let (mut bytes, _) = put.since(taken);
         if bytes < 4 {
-            return Err(put);
+            put = self.shared.put();
+            h.put_seen.store(put.word(), Release);
+            (bytes, _) = put.since(taken);
+            if bytes < 4 {
+                return Err(put);
+            }
         }
         let mut len = [0; 4];
         // SAFETY: we hold the readers' turn; the 4 bytes at `taken` lie before `put`.
@@ -1429,6 +1454,64 @@ mod tests {
             (q.get().unwrap(), q.get().unwrap()),
             ("b".into(), "c".into())
         );
+    }
+
+    #[test]
+    fn what_each_side_kept_of_the_other_lags_it_and_never_misleads() {
+        use std::hash::{BuildHasher, RandomState};
+        let q = Queue::<serde_bytes::ByteBuf>::new().unwrap();
+        let h = q.writer.shared.header();
+        let ring = RING_BYTES as u64;
+        // A fresh random state each run: puts and gets in runs of 1 to 8, values of 4 bytes
+        // to 8 KiB, each starting with its number, around the ring some twenty times.
+        let random = RandomState::new();
+        let (mut next_put, mut next_get, mut passed) = (0u32, 0u32, 0u64);
+        for step in 0..10_000u64 {
+            let r = random.hash_one(step);
+            for k in 0..(r >> 8) % 8 + 1 {
+                if r % 2 == 0 {
+                    let len = 4 + (random.hash_one((step, k)) % 8192) as usize;
+                    let mut value = vec![7u8; len];
+                    value[..4].copy_from_slice(&next_put.to_le_bytes());
+                    match q.put_timeout(value.into(), Duration::ZERO) {
+                        Ok(()) => (next_put, passed) = (next_put + 1, passed + len as u64),
+                        Err(PutError::Full) => {
+                            // Full means full: no room for it by the readers' own mark.
+                            let (put, taken) = (q.writer.shared.put(), q.writer.shared.taken());
+                            assert!(put.since(taken).0 + 4 + 2 + len as u64 > ring);
+                            break;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                } else {
+                    match q.get_timeout(Duration::ZERO) {
+                        Ok(value) => {
+                            assert_eq!(value[..4], next_get.to_le_bytes(), "in order, once");
+                            next_get += 1;
+                        }
+                        Err(GetError::Empty) => {
+                            // Empty means empty: nothing between the two sides' own marks.
+                            assert_eq!(q.writer.shared.put(), q.writer.shared.taken());
+                            break;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            // Each side's copy of the other's mark lies between its own mark and the other's,
+            // and at most a ring away.
+            let (put, taken) = (q.writer.shared.put(), q.writer.shared.taken());
+            let taken_seen = Mark::of(h.taken_seen.load(SeqCst));
+            let put_seen = Mark::of(h.put_seen.load(SeqCst));
+            assert!(put.since(taken).0 <= put.since(taken_seen).0);
+            assert!(put.since(taken_seen).0 <= ring);
+            assert!(put_seen.since(taken).0 <= put.since(taken).0);
+        }
+        assert!(
+            passed > 10 * ring,
+            "{passed} bytes: too few rounds of the ring"
+        );
+        assert_eq!(next_get, next_put - q.writer.snapshot().count as u32);
     }
 
     #[test]
