@@ -11,7 +11,9 @@
 //!   store, so a kill at any point loses nothing that was put, duplicates nothing, and leaves
 //!   nothing half-done; a process killed in its turn does not block the others: the next one
 //!   to take the turn is told by the kernel, and goes on. A writer and a reader never wait for
-//!   each other's turn, and share no cache line that both write.
+//!   each other's turn, and share no cache line that both write. Each side goes by the other
+//!   side's mark as it last read it, and reads the real one only when that shows too little
+//!   room (or no value): a small value moves almost no cache line from CPU to CPU.
 //! - a socketpair that carries nothing: writers hold one end, readers the other, so the
 //!   kernel tells when the last writer or the last reader is gone, however it ended (the
 //!   other end polls `POLLHUP`). A reader of a drained queue then gets `Disconnected`, and
